@@ -1,0 +1,1 @@
+"""rl_reason: reinforcement learning with verifiable rewards for reasoning LMs, in JAX."""

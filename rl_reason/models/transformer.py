@@ -1,0 +1,233 @@
+"""Decoder-only transformer as a pure function over a plain parameter pytree.
+
+Shape legend: B batch, T query length, S key/cache length, D model dim, H query
+heads, K kv heads, E head dim, F MLP dim, V vocab, L layers.
+
+Parameters (per-layer arrays are stacked on a leading L axis and scanned over, so
+compile time does not grow with depth):
+
+    embed       [V, D]
+    layers/
+      attn_norm [L, D]      mlp_norm [L, D]
+      q [L, D, H, E]   k [L, D, K, E]   v [L, D, K, E]   o [L, H, E, D]
+      q_bias [L, H, E] k_bias [L, K, E] v_bias [L, K, E]  (qwen2 only)
+      q_norm [L, E]    k_norm [L, E]                      (qwen3 only)
+      gate [L, D, F]   up [L, D, F]     down [L, F, D]
+    final_norm  [D]
+    lm_head     [D, V]   (absent when embeddings are tied)
+
+The KV cache is an explicit pytree {'k': [L, B, S, K, E], 'v': [L, B, S, K, E]}
+passed in and returned; callers say which slots each query may attend to with a
+boolean mask [B, T, S], so left padding, prompts of different lengths and
+continuation all reduce to building the right mask and positions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rl_reason.models.config import ModelConfig
+
+Params = dict[str, Any]
+Cache = dict[str, jax.Array]
+
+
+def _dtype(name: str):
+    return jnp.dtype(name)
+
+
+def init_params(config: ModelConfig, rng: jax.Array) -> Params:
+    """Random parameters (normal, std 0.02; norms at 1), in config.param_dtype."""
+    c = config
+    D, F, H, K, E, L, V = (c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads,
+                           c.head_dim, c.num_layers, c.vocab_size)
+    dtype = _dtype(c.param_dtype)
+    keys = iter(jax.random.split(rng, 16))
+
+    def normal(shape):
+        return (0.02 * jax.random.normal(next(keys), shape, jnp.float32)).astype(dtype)
+
+    layers = {
+        "attn_norm": jnp.ones((L, D), dtype),
+        "mlp_norm": jnp.ones((L, D), dtype),
+        "q": normal((L, D, H, E)),
+        "k": normal((L, D, K, E)),
+        "v": normal((L, D, K, E)),
+        "o": normal((L, H, E, D)),
+        "gate": normal((L, D, F)),
+        "up": normal((L, D, F)),
+        "down": normal((L, F, D)),
+    }
+    if c.qkv_bias:
+        layers.update(q_bias=normal((L, H, E)), k_bias=normal((L, K, E)), v_bias=normal((L, K, E)))
+    if c.qk_norm:
+        layers.update(q_norm=jnp.ones((L, E), dtype), k_norm=jnp.ones((L, E), dtype))
+    params = {"embed": normal((V, D)), "layers": layers, "final_norm": jnp.ones((D,), dtype)}
+    if not c.tie_embeddings:
+        params["lm_head"] = normal((D, V))
+    return params
+
+
+def rms_norm(x, weight, eps: float):
+    # Normalise in float32 and cast back before the weight, as the HF reference does.
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return weight.astype(x.dtype) * x32.astype(x.dtype)
+
+
+def rope_inverse_frequencies(config: ModelConfig) -> jax.Array:
+    E = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (jnp.arange(0, E, 2, dtype=jnp.float32) / E))
+    s = config.rope_scaling
+    if s is None:
+        return inv_freq
+    # Llama 3.1: long wavelengths are slowed down by `factor`, short ones kept, and
+    # the band in between is interpolated smoothly.
+    low_freq_wavelen = s.original_max_position_embeddings / s.low_freq_factor
+    high_freq_wavelen = s.original_max_position_embeddings / s.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = jnp.where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq)
+    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
+        s.high_freq_factor - s.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    is_medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return jnp.where(is_medium, smoothed, scaled)
+
+
+def apply_rope(x_BTNE, positions_BT, inv_freq):
+    """Rotary embedding in the HF 'rotate_half' layout (first half, second half)."""
+    angles = positions_BT.astype(jnp.float32)[..., None] * inv_freq  # [B, T, E/2]
+    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :]
+    x = x_BTNE.astype(jnp.float32)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BTNE.dtype)
+
+
+def _attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS):
+    B, T, H, E = q_BTHE.shape
+    K = k_BSKE.shape[2]
+    q = q_BTHE.reshape(B, T, K, H // K, E)
+    scores = jnp.einsum("btkge,bske->bkgts", q, k_BSKE,
+                        preferred_element_type=jnp.float32) / math.sqrt(E)
+    scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BSKE.dtype)
+    out = jnp.einsum("bkgts,bske->btkge", probs, v_BSKE)
+    return out.reshape(B, T, H, E)
+
+
+def _layer(config: ModelConfig, inv_freq, h_BTD, layer, positions_BT, mask_BTS,
+           k_cache_BSKE, v_cache_BSKE, cache_index):
+    c = config
+    x = rms_norm(h_BTD, layer["attn_norm"], c.rms_norm_eps)
+    q = jnp.einsum("btd,dhe->bthe", x, layer["q"].astype(x.dtype))
+    k = jnp.einsum("btd,dke->btke", x, layer["k"].astype(x.dtype))
+    v = jnp.einsum("btd,dke->btke", x, layer["v"].astype(x.dtype))
+    if c.qkv_bias:
+        q = q + layer["q_bias"].astype(x.dtype)
+        k = k + layer["k_bias"].astype(x.dtype)
+        v = v + layer["v_bias"].astype(x.dtype)
+    if c.qk_norm:
+        q = rms_norm(q, layer["q_norm"], c.rms_norm_eps)
+        k = rms_norm(k, layer["k_norm"], c.rms_norm_eps)
+    q = apply_rope(q, positions_BT, inv_freq)
+    k = apply_rope(k, positions_BT, inv_freq)
+    if k_cache_BSKE is not None:
+        k_cache_BSKE = jax.lax.dynamic_update_slice_in_dim(
+            k_cache_BSKE, k.astype(k_cache_BSKE.dtype), cache_index, axis=1)
+        v_cache_BSKE = jax.lax.dynamic_update_slice_in_dim(
+            v_cache_BSKE, v.astype(v_cache_BSKE.dtype), cache_index, axis=1)
+        k, v = k_cache_BSKE.astype(x.dtype), v_cache_BSKE.astype(x.dtype)
+    attn = _attention(q, k, v, mask_BTS)
+    h_BTD = h_BTD + jnp.einsum("bthe,hed->btd", attn, layer["o"].astype(x.dtype))
+    x = rms_norm(h_BTD, layer["mlp_norm"], c.rms_norm_eps)
+    gate = jnp.einsum("btd,df->btf", x, layer["gate"].astype(x.dtype))
+    up = jnp.einsum("btd,df->btf", x, layer["up"].astype(x.dtype))
+    h_BTD = h_BTD + jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up,
+                               layer["down"].astype(x.dtype))
+    return h_BTD, k_cache_BSKE, v_cache_BSKE
+
+
+def hidden_states(params: Params, config: ModelConfig, tokens_BT, positions_BT, mask_BTS,
+                  cache: Cache | None = None, cache_index=0, remat: bool = False):
+    """Final (normed) hidden states [B, T, D] and the updated cache.
+
+    mask_BTS[b, t, s] says whether query t of sequence b attends to key slot s. Without a
+    cache the keys are the T query tokens themselves (S == T); with a cache, the T new
+    keys are written at slots [cache_index, cache_index + T) before attending over S.
+    """
+    c = config
+    dtype = _dtype(c.dtype)
+    inv_freq = rope_inverse_frequencies(c)
+    h = params["embed"].astype(dtype)[tokens_BT]
+
+    def layer_fn(h, layer, k_cache, v_cache):
+        return _layer(c, inv_freq, h, layer, positions_BT, mask_BTS, k_cache, v_cache,
+                      cache_index)
+
+    if remat:
+        layer_fn = jax.checkpoint(layer_fn)
+
+    if cache is None:
+        def body(h, layer):
+            h, _, _ = layer_fn(h, layer, None, None)
+            return h, None
+        h, _ = jax.lax.scan(body, h, params["layers"])
+        new_cache = None
+    else:
+        # The whole cache rides in the carry and is updated in place one layer at a
+        # time; stacking per-layer outputs instead would copy it every decode step.
+        def body(carry, layer):
+            h, k_all, v_all, i = carry
+            h, k_i, v_i = layer_fn(h, layer, k_all[i], v_all[i])
+            k_all = jax.lax.dynamic_update_index_in_dim(k_all, k_i, i, axis=0)
+            v_all = jax.lax.dynamic_update_index_in_dim(v_all, v_i, i, axis=0)
+            return (h, k_all, v_all, i + 1), None
+        (h, k_all, v_all, _), _ = jax.lax.scan(
+            body, (h, cache["k"], cache["v"], 0), params["layers"])
+        new_cache = {"k": k_all, "v": v_all}
+    return rms_norm(h, params["final_norm"], c.rms_norm_eps), new_cache
+
+
+def unembed(params: Params, config: ModelConfig, h_BTD) -> jax.Array:
+    """Logits in float32."""
+    if config.tie_embeddings:
+        w = params["embed"].astype(h_BTD.dtype)
+        return jnp.einsum("btd,vd->btv", h_BTD, w, preferred_element_type=jnp.float32)
+    w = params["lm_head"].astype(h_BTD.dtype)
+    return jnp.einsum("btd,dv->btv", h_BTD, w, preferred_element_type=jnp.float32)
+
+
+def forward(params: Params, config: ModelConfig, tokens_BT, positions_BT, mask_BTS,
+            cache: Cache | None = None, cache_index=0, remat: bool = False):
+    """Logits [B, T, V] (float32) and the updated cache (None without one)."""
+    h, cache = hidden_states(params, config, tokens_BT, positions_BT, mask_BTS, cache,
+                             cache_index, remat)
+    return unembed(params, config, h), cache
+
+
+def init_cache(config: ModelConfig, batch: int, length: int, dtype=None) -> Cache:
+    dtype = _dtype(dtype or config.dtype)
+    shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def padded_positions_and_mask(valid_BT):
+    """Positions and causal mask for a padded batch (left or right padding).
+
+    Positions count only real tokens, so a left-padded prompt gets the same positions
+    as the unpadded one; padding keys are never attended to. Padding queries attend to
+    themselves only, which keeps their (ignored) outputs finite.
+    """
+    valid_BT = valid_BT.astype(bool)
+    positions = jnp.maximum(jnp.cumsum(valid_BT, axis=1) - 1, 0)
+    T = valid_BT.shape[1]
+    causal_TS = jnp.tril(jnp.ones((T, T), bool))
+    mask = causal_TS[None] & valid_BT[:, None, :]
+    mask = mask | (jnp.eye(T, dtype=bool)[None] & ~valid_BT[:, :, None])
+    return positions, mask
