@@ -1,0 +1,120 @@
+"""Settings shared by every method. Method configs start from `get_base_config()`.
+
+Every key a run can set is defined here (or in a method's `method` block), so a typo
+on the command line (`--config.rollout.group_sise=4`) is an error, not a no-op.
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "run"
+    c.method_name = "grpo"
+    c.seed = 0
+
+    # Policy. An empty checkpoint means the embedded base policy (built and cached on
+    # first use by rl_reason.pretrain).
+    c.model = ml_collections.ConfigDict(dict(
+        checkpoint="",
+        dtype="float32",          # activations / matmuls
+        param_dtype="float32",    # stored parameters and optimizer state
+        remat=False,              # rematerialise layers in the update (long sequences)
+        logprob_chunk=0,          # >0: log-softmax over this many positions at a time
+    ))
+
+    # Data. Empty train/eval mean the embedded synthetic task and its held-out split.
+    c.data = ml_collections.ConfigDict(dict(
+        train="",                 # .jsonl / .parquet path or 'tfds:name/split'
+        eval=(),                  # held-out files (tuple of paths)
+        problem_key="",           # '' = auto-detect (see rl_reason/data/sources.py)
+        answer_key="",
+        shuffle=True,
+        num_epochs=0,             # 0 = cycle forever
+        embedded_train_size=4000,
+        embedded_eval_size=200,
+    ))
+
+    c.verifier = ml_collections.ConfigDict(dict(
+        name="exact_int",         # 'math' (math-verify) or 'exact_int'
+        timeout_s=5.0,
+        num_workers=2,
+    ))
+
+    c.rollout = ml_collections.ConfigDict(dict(
+        prompts_per_step=16,      # B
+        group_size=8,             # G
+        max_prompt_len=256,
+        max_new_tokens=96,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+    ))
+
+    # The policy loss (METHODS.md section 0/0b); methods may override defaults.
+    c.loss = ml_collections.ConfigDict(dict(
+        estimator="grpo",         # 'grpo' or 'rloo'
+        norm_by_std=True,         # False = Dr.GRPO
+        clip_low=0.2,
+        clip_high=0.2,            # 0.28 = DAPO clip-higher
+        aggregation="token-mean", # 'token-mean' | 'seq-mean-token-mean' | 'constant'
+        kl_coef=0.0,
+        kl_estimator="k3",
+        entropy_coef=0.0,
+        shaping_gamma=0.1,        # off-policy f(w) = w / (w + gamma)
+        clip_on_policy=True,
+        dynamic_sampling=False,   # DAPO: drop all-equal groups and refill
+        max_refill_rounds=3,
+        overlong_buffer=0,        # DAPO overlong shaping: tokens before the limit
+        overlong_penalty=1.0,
+        mask_truncated=False,     # DAPO: no loss on truncated responses
+    ))
+
+    c.optim = ml_collections.ConfigDict(dict(
+        learning_rate=1e-6,
+        warmup_steps=10,
+        weight_decay=0.1,
+        b1=0.9,
+        b2=0.999,
+        grad_clip=1.0,
+        skip_grad_norm_above=0.0, # >0: skip updates whose grad norm exceeds this
+        ppo_epochs=1,             # passes over each rollout batch
+        num_minibatches=1,        # optimizer steps per pass
+    ))
+
+    c.train = ml_collections.ConfigDict(dict(
+        num_steps=100,
+        log_every=1,
+        eval_every=0,             # 0 = only before the first and after the last step
+        checkpoint_every=10,
+        keep_checkpoints=3,
+        export_hf=True,           # write workdir/hf (transformers format) at the end
+        seq_bucket=64,            # training rows padded to a multiple of this length
+    ))
+
+    c.eval = ml_collections.ConfigDict(dict(
+        num_samples=4,            # samples per problem for avg@k / pass@k
+        temperature=0.6,
+        top_p=1.0,
+        ks=(1, 4),
+        max_new_tokens=0,         # 0 = rollout.max_new_tokens
+        max_problems=0,           # 0 = all
+    ))
+
+    # Mesh axes; -1 fills with the remaining devices.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+    # Method-specific settings live here; each method config fills it.
+    c.method = ml_collections.ConfigDict()
+    return c
+
+
+def embedded_cpu_settings(c: ml_collections.ConfigDict) -> None:
+    """The laptop-sized run on the embedded task (a few minutes on 2 CPU cores)."""
+    c.model.checkpoint = ""
+    c.verifier.name = "exact_int"
+    c.rollout.update(prompts_per_step=16, group_size=8, max_prompt_len=128,
+                     max_new_tokens=64)
+    c.optim.update(learning_rate=2e-5, warmup_steps=5, weight_decay=0.0)
+    c.train.update(num_steps=40, eval_every=20, checkpoint_every=10)
+    c.eval.update(num_samples=4, ks=(1, 4))

@@ -1,0 +1,128 @@
+"""The pure, jitted pieces of a training step: optimizer, log-prob pass, update.
+
+`TrainState` holds everything the update changes. The update is one jitted function
+with explicit shardings and the state donated; an update whose loss or gradient is
+not finite (or whose gradient norm exceeds a threshold) is computed but not applied,
+and counted in `skipped`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from rl_reason import sharding
+from rl_reason.models.config import ModelConfig
+from rl_reason.rl import logprobs as logprobs_lib
+from rl_reason.rl import losses
+
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+    params: dict
+    opt_state: optax.OptState
+    step: jax.Array        # RL steps completed
+    skipped: jax.Array     # updates not applied (non-finite or over the norm limit)
+
+
+def make_optimizer(optim) -> optax.GradientTransformation:
+    """AdamW with linear warm-up to a constant rate, after global-norm clipping."""
+    warmup = max(int(optim.warmup_steps), 0)
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, optim.learning_rate, max(warmup, 1)),
+         optax.constant_schedule(optim.learning_rate)], [warmup])
+    parts = []
+    if optim.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(optim.grad_clip))
+    parts.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2,
+                             weight_decay=optim.weight_decay))
+    return optax.chain(*parts)
+
+
+def learning_rate(optim, update_count: int) -> float:
+    warmup = max(int(optim.warmup_steps), 0)
+    if warmup and update_count < warmup:
+        return optim.learning_rate * update_count / warmup
+    return optim.learning_rate
+
+
+def state_shardings(params_shardings, optimizer, abstract_params, mesh):
+    """Shardings for TrainState: optimizer moments follow their parameters."""
+    abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+    replicated = NamedSharding(mesh, P())
+    opt_shardings = optax.tree_map_params(
+        optimizer, lambda _, s: s, abstract_opt, params_shardings,
+        transform_non_params=lambda _: replicated)
+    return TrainState(params=params_shardings, opt_state=opt_shardings,
+                      step=replicated, skipped=replicated)
+
+
+def init_state(params, optimizer, shardings: TrainState) -> TrainState:
+    init = jax.jit(lambda p: TrainState(p, optimizer.init(p), jnp.zeros((), jnp.int32),
+                                        jnp.zeros((), jnp.int32)),
+                   out_shardings=shardings)
+    return init(params)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFunctions:
+    """The run's jitted functions, built once (shapes are bucketed, see rl/batch.py)."""
+
+    logprobs: callable   # (params, batch) -> logp_BT
+    update: callable     # (state, batch) -> (state, metrics)
+
+
+def build_step_functions(model_config: ModelConfig, loss_config: losses.LossConfig,
+                         optimizer, state_sh: TrainState, mesh, *, temperature: float,
+                         logprob_chunk: int, remat: bool, skip_grad_norm_above: float):
+    rows = sharding.batch_sharding(mesh)
+    chunk = logprob_chunk or None
+
+    def token_logp(params, batch, with_entropy):
+        return logprobs_lib.token_logprobs(
+            params, model_config, batch["tokens"], batch["valid"], temperature=temperature,
+            chunk_size=chunk, with_entropy=with_entropy, remat=remat)
+
+    @functools.partial(jax.jit, out_shardings=rows)
+    def logprobs_fn(params, batch):
+        return token_logp(params, batch, False)
+
+    def loss_fn(params, batch):
+        logp, entropy = token_logp(params, batch, True)
+        # Without a separate log-prob pass (one update per rollout batch) the behaviour
+        # policy is the current one: rho == 1 in value, gradient unchanged.
+        old = batch.get("old_logp")
+        old = jax.lax.stop_gradient(logp) if old is None else old
+        return losses.policy_loss(
+            loss_config, logp_BT=logp, old_logp_BT=old,
+            advantages=batch["advantages"], loss_mask_BT=batch["loss_mask"],
+            off_policy_BT=batch["off_policy"], behaviour_logp_BT=batch["behaviour_logp"],
+            ref_logp_BT=batch.get("ref_logp"), entropy_BT=entropy)
+
+    @functools.partial(jax.jit, out_shardings=(state_sh, None), donate_argnums=0)
+    def update_fn(state: TrainState, batch):
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        grad_norm = optax.global_norm(grads)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if skip_grad_norm_above > 0:
+            ok = ok & (grad_norm <= skip_grad_norm_above)
+        updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        # Select, not branch: both sides exist already, and a skipped update must leave
+        # parameters and optimizer moments exactly as they were.
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+        state = TrainState(params=keep(new_params, state.params),
+                           opt_state=keep(new_opt, state.opt_state),
+                           step=state.step, skipped=state.skipped + (~ok).astype(jnp.int32))
+        metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
+                       update_applied=ok.astype(jnp.float32))
+        return state, metrics
+
+    return StepFunctions(logprobs=logprobs_fn, update=update_fn)
