@@ -12,6 +12,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.name = "run"
     c.method_name = "grpo"
     c.seed = 0
+    # Printed at the start of a run (e.g. that a method config still runs a stand-in).
+    c.note = ""
 
     # Policy. An empty checkpoint means the embedded base policy (built and cached on
     # first use by rl_reason.pretrain).
@@ -27,6 +29,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         train="",                 # .jsonl / .parquet path or 'tfds:name/split'
         eval=(),                  # held-out files (tuple of paths)
+        tfds_data_dir="",         # where 'tfds:' datasets are prepared ('' = TFDS default)
         problem_key="",           # '' = auto-detect (see rl_reason/data/sources.py)
         answer_key="",
         shuffle=True,
@@ -88,6 +91,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         eval_every=0,             # 0 = only before the first and after the last step
         checkpoint_every=10,
         keep_checkpoints=3,
+        # An unreadable latest checkpoint is renamed aside (kept) and the previous one
+        # restored, with a warning; False stops with the error instead.
+        checkpoint_fallback=True,
         export_hf=True,           # write workdir/hf (transformers format) at the end
         seq_bucket=64,            # training rows padded to a multiple of this length
     ))

@@ -110,12 +110,17 @@ def make_data(config) -> tuple[PromptStream, list]:
     """Training stream and held-out records (the embedded task when none are given)."""
     d = config.data
     keys = dict(problem_key=d.problem_key or None, answer_key=d.answer_key or None)
+
+    def load(spec):
+        tfds_dir = d.tfds_data_dir if str(spec).startswith("tfds:") and d.tfds_data_dir else None
+        return sources.load_records(spec, data_dir=tfds_dir, **keys)
+
     if d.train:
-        train = sources.load_records(d.train, **keys)
+        train = load(d.train)
     else:
         train = synthetic.train_records(d.embedded_train_size)
     if d.eval:
-        held_out = [r for path in d.eval for r in sources.load_records(path, **keys)]
+        held_out = [r for spec in d.eval for r in load(spec)]
     elif not d.train:
         held_out = synthetic.held_out_records(d.embedded_eval_size)
     else:
@@ -144,3 +149,22 @@ def export_hf(model: models.Model, tokenizer, path: str) -> None:
     models.save(model, path)
     if jax.process_index() == 0:
         tokenizer.save_pretrained(path)
+
+
+def evaluate(model, tokenizer, records, config, *, rng, mesh, verifier, stop_ids, pad,
+             out_path: str | None = None) -> dict:
+    """Held-out metrics under 'eval/' (greedy accuracy, avg@k, pass@k, maj@k); the
+    generations go to `out_path` (JSONL) so a run's answers can be read afterwards."""
+    from rl_reason import evaluate as evaluate_lib
+
+    settings = evaluate_lib.EvalSettings.from_config(config)
+    results = evaluate_lib.evaluate_model(model, tokenizer, records, settings,
+                                          verifier=verifier, stop_token_ids=stop_ids,
+                                          pad_id=pad, rng=rng, mesh=mesh)
+    if out_path and jax.process_index() == 0:
+        os.makedirs(os.path.dirname(out_path), exist_ok=True)
+        with open(out_path, "w") as f:
+            for row in results.generations:
+                f.write(json.dumps(row) + "\n")
+    return {f"eval/{k}": v for k, v in results.metrics.items()
+            if isinstance(v, (int, float))}

@@ -31,15 +31,19 @@ from rl_reason.methods import make_method
 from rl_reason.methods.base import StepContext
 from rl_reason.models import Model
 from rl_reason.rl import batch as batch_lib
-from rl_reason.rl import losses
 from rl_reason.rl.advantages import group_pass_stats
 from rl_reason.rollout import RolloutEngine
 
 
-def run(config, workdir: str) -> dict:
-    """Train (or resume) the run in `workdir`; returns the last step's metrics."""
-    config_check.check(config, num_devices=jax.device_count())
-    trainer = Trainer(config, workdir)
+def run(config, workdir: str, devices=None) -> dict:
+    """Train (or resume) the run in `workdir`; returns the last step's metrics.
+
+    devices: the devices the mesh spans (default: all).
+    """
+    config_check.check(config, num_devices=len(devices) if devices else jax.device_count())
+    if config.note and jax.process_index() == 0:
+        print(f"NOTE: {config.note}", flush=True)
+    trainer = Trainer(config, workdir, devices)
     try:
         return trainer.train()
     finally:
@@ -47,11 +51,11 @@ def run(config, workdir: str) -> dict:
 
 
 class Trainer:
-    def __init__(self, config, workdir: str):
+    def __init__(self, config, workdir: str, devices=None):
         self.config = c = config
         self.workdir = run_setup.prepare_workdir(workdir, config)
         self.is_main = jax.process_index() == 0
-        self.mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
+        self.mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, devices=devices)
         self.timer = metrics_lib.PhaseTimer()
 
         # Policy and (when KL is on) the frozen reference: one function, two trees.
@@ -70,8 +74,9 @@ class Trainer:
         if self.ref_params is None:
             del model
 
-        self.loss_config = losses.LossConfig.from_config(c.loss)
         self.updates_per_batch = c.optim.ppo_epochs * c.optim.num_minibatches
+        self.method = make_method(c.method_name, c, self.tokenizer)
+        self.loss_config = self.method.loss_config()
         self.fns = train_step.build_step_functions(
             self.model_config, self.loss_config, self.optimizer, self.state_sh, self.mesh,
             temperature=c.rollout.temperature, logprob_chunk=c.model.logprob_chunk,
@@ -84,7 +89,6 @@ class Trainer:
             self.tokenizer, self.verifier, c.rollout,
             stop_token_ids=run_setup.stop_token_ids(self.tokenizer, self.model_config),
             pad_id=run_setup.pad_id(self.tokenizer), mesh=self.mesh, timer=self.timer)
-        self.method = make_method(c.method_name, c, self.tokenizer)
         self.base_rng = jax.random.PRNGKey(c.seed)
 
         self.checkpointer = ckpt_lib.Checkpointer(
@@ -95,20 +99,22 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _restore(self) -> int:
-        latest = self.checkpointer.latest_step()
-        if latest is None:
-            return 0
         abstract = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
             self.state, self.state_sh)
-        state, extra, method_state = self.checkpointer.restore(
-            latest, abstract_train_state=abstract)
-        self.state = state
+        restored = self.checkpointer.restore(
+            abstract_train_state=abstract,
+            fallback_to_previous=self.config.train.checkpoint_fallback)
+        if restored is None:
+            return 0
+        self.state, extra, method_state = restored
+        step = int(extra["step"])
         self.stream.restore(extra["data"])
         self.method.restore(method_state or {})
-        self.writer.truncate_after(latest)
-        print(f"Resumed from {self.checkpointer.directory} at step {latest}.", flush=True)
-        return latest
+        self.writer.truncate_after(step)
+        if self.is_main:
+            print(f"Resumed from {self.checkpointer.directory} at step {step}.", flush=True)
+        return step
 
     def _save(self, force: bool = False) -> None:
         extra = {"data": self.stream.state(), "step": self.step,
@@ -230,9 +236,12 @@ class Trainer:
             return {}
         with self.timer.phase("eval"):
             model = Model(self.state.params, self.model_config)
-            return run_setup.evaluate(model, self.tokenizer, self.eval_records, self.config,
-                                      rng=jax.random.fold_in(self.base_rng, 10**9 + self.step),
-                                      mesh=self.mesh, verifier=self.verifier)
+            return run_setup.evaluate(
+                model, self.tokenizer, self.eval_records, self.config,
+                rng=jax.random.fold_in(self.base_rng, 10**9 + self.step), mesh=self.mesh,
+                verifier=self.verifier, stop_ids=self.engine.stop_token_ids,
+                pad=self.engine.pad_id,
+                out_path=os.path.join(self.workdir, "eval", f"step_{self.step}.jsonl"))
 
     def export(self) -> None:
         path = os.path.join(self.workdir, "hf")

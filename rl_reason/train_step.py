@@ -101,15 +101,14 @@ def build_step_functions(model_config: ModelConfig, loss_config: losses.LossConf
         old = batch.get("old_logp")
         old = jax.lax.stop_gradient(logp) if old is None else old
         return losses.policy_loss(
-            loss_config, logp_BT=logp, old_logp_BT=old,
-            advantages=batch["advantages"], loss_mask_BT=batch["loss_mask"],
+            logp, old, batch["advantages"], batch["loss_mask"], loss_config,
             off_policy_BT=batch["off_policy"], behaviour_logp_BT=batch["behaviour_logp"],
             ref_logp_BT=batch.get("ref_logp"), entropy_BT=entropy)
 
     @functools.partial(jax.jit, out_shardings=(state_sh, None), donate_argnums=0)
     def update_fn(state: TrainState, batch):
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         if skip_grad_norm_above > 0:
             ok = ok & (grad_norm <= skip_grad_norm_above)

@@ -10,3 +10,28 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+def build_tiny_policy(path: str, seed: int = 0) -> str:
+    """A tokenizer built from the embedded task and a small random qwen3 policy."""
+    from rl_reason import models
+    from rl_reason.data import synthetic, templates, tokenizer_builder
+
+    records = synthetic.train_records(300, seed=seed)
+    corpus = [r.problem for r in records] + [templates.plain_prompt(r.problem)[0]["content"]
+                                             for r in records[:50]]
+    tok = tokenizer_builder.build_tokenizer(corpus, path, vocab_size=320)
+    config = models.ModelConfig(
+        family="qwen3", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+        num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16, tie_embeddings=True,
+        max_position_embeddings=512, eos_token_id=tokenizer_builder.stop_token_ids(tok),
+        pad_token_id=tok.pad_token_id)
+    models.save(models.init(config, seed=seed), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory) -> str:
+    return build_tiny_policy(str(tmp_path_factory.mktemp("tiny_policy")))

@@ -71,7 +71,9 @@ def load_records(
         return read_jsonl(spec_text, **keys)
     if suffix == ".parquet":
         return read_parquet(spec_text, **keys)
-    raise ValueError(f"{spec_text}: unsupported file type {suffix!r}; use .jsonl, .json, .parquet or 'tfds:NAME/SPLIT'")
+    raise ValueError(
+        f"{spec_text}: unsupported file type {suffix!r}; use .jsonl, .json, .parquet or 'tfds:NAME/SPLIT'"
+    )
 
 
 def read_jsonl(
@@ -127,12 +129,16 @@ def read_tfds(
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise ImportError(f"{where}: reading TFDS datasets needs tensorflow_datasets: pip install -e '.[tfds]'") from e
+        raise ImportError(
+            f"{where}: reading TFDS datasets needs tensorflow_datasets: pip install -e '.[tfds]'"
+        ) from e
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         # tfds' own message lists every registered dataset; the useful part is where we looked.
-        raise FileNotFoundError(f"{where}: no dataset {name!r} under data_dir={data_dir or 'the TFDS default'}") from None
+        raise FileNotFoundError(
+            f"{where}: no dataset {name!r} under data_dir={data_dir or 'the TFDS default'}"
+        ) from None
     if not builder.is_prepared():
         raise FileNotFoundError(
             f"{where}: dataset not prepared under {builder.data_dir}; prepare it first with "
@@ -142,16 +148,22 @@ def read_tfds(
         data = builder.as_data_source(split=split)
     except (ValueError, KeyError, NotImplementedError) as e:
         raise ValueError(f"{where}: {e}") from e
-    return _records_from_rows(_tfds_rows(data, where), where, problem_key, answer_key, id_key, default_source=name)
+    rows = _tfds_rows(data, where)
+    return _records_from_rows(rows, where, problem_key, answer_key, id_key, default_source=name)
 
 
-def _tfds_rows(data: Any, where: str) -> Iterator[tuple[str, Any]]:
-    for i in range(len(data)):
-        row_where = f"{where}: row {i + 1}"
-        try:
-            yield row_where, _plain(data[i])
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{row_where}: a text feature is not UTF-8 ({e.reason} at byte {e.start})") from None
+def _tfds_rows(data: Any, where: str, chunk: int = 1024) -> Iterator[tuple[str, Any]]:
+    # Reading in chunks (__getitems__) is about twice as fast as one example at a time.
+    for start in range(0, len(data), chunk):
+        examples = data.__getitems__(list(range(start, min(start + chunk, len(data)))))
+        for i, example in enumerate(examples, start + 1):
+            try:
+                row = _plain(example)
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{where}: row {i}: a text feature is not UTF-8 ({e.reason} at byte {e.start})"
+                ) from None
+            yield f"{where}: row {i}", row
 
 
 def _existing_file(path: str | os.PathLike) -> str:
@@ -216,7 +228,9 @@ def _records_from_rows(
     return records
 
 
-def _resolve_fields(row: Mapping, problem_key: str | None, answer_key: str | None, where: str) -> tuple[str, str]:
+def _resolve_fields(
+    row: Mapping, problem_key: str | None, answer_key: str | None, where: str
+) -> tuple[str, str]:
     verl = _is_chat(_lookup(row, _VERL_PROBLEM)) and _lookup(row, _VERL_ANSWER) is not _MISSING
     problem = problem_key or (_VERL_PROBLEM if verl else _first_present(row, PROBLEM_ALIASES))
     answer = answer_key or (_VERL_ANSWER if verl else _first_present(row, ANSWER_ALIASES))
@@ -242,10 +256,11 @@ def _to_record(
         if not users:
             raise ValueError(f"{where}: the chat in field {problem_key!r} has no user message")
         raw_problem = users[-1].get("content")
-    if raw_problem is _MISSING or raw_problem is None or (isinstance(raw_problem, str) and not raw_problem.strip()):
+    if _is_blank(raw_problem):
         raise ValueError(f"{where}: missing problem (field {problem_key!r})")
     if not isinstance(raw_problem, str):
-        raise ValueError(f"{where}: problem (field {problem_key!r}) must be text, got {type(raw_problem).__name__}")
+        kind = type(raw_problem).__name__
+        raise ValueError(f"{where}: problem (field {problem_key!r}) must be text, got {kind}")
 
     answer = _answer_text(_lookup(row, answer_key), answer_key, where)
 
@@ -253,7 +268,7 @@ def _to_record(
         record_id = problem_id(raw_problem)
     else:
         raw_id = _lookup(row, id_key)
-        if raw_id is _MISSING or raw_id is None or raw_id == "":
+        if _is_blank(raw_id):
             raise ValueError(f"{where}: missing id (field {id_key!r})")
         if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
             raise ValueError(f"{where}: id (field {id_key!r}) must be text or an integer, got {raw_id!r:.80}")
@@ -283,10 +298,13 @@ def _answer_text(value: Any, key: str, where: str) -> str:
         return str(value)
     if isinstance(value, float):
         return repr(value)
-    if value is _MISSING or value is None or (isinstance(value, str) and not value.strip()):
+    if _is_blank(value):
         raise ValueError(f"{where}: missing answer (field {key!r})")
     if not isinstance(value, str):
-        raise ValueError(f"{where}: answer (field {key!r}) must be text or a number, got {type(value).__name__}: {value!r:.80}")
+        kind = type(value).__name__
+        raise ValueError(
+            f"{where}: answer (field {key!r}) must be text or a number, got {kind}: {value!r:.80}"
+        )
     return value.strip()
 
 
@@ -299,6 +317,10 @@ def _lookup(row: Mapping, key: str) -> Any:
             return _MISSING
         node = node[part]
     return node
+
+
+def _is_blank(value: Any) -> bool:
+    return value is _MISSING or value is None or (isinstance(value, str) and not value.strip())
 
 
 def _first_present(row: Mapping, aliases: tuple[str, ...]) -> str | None:

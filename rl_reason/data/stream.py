@@ -90,21 +90,28 @@ class PromptStream:
         return self._num_active
 
     def next_batch(self) -> list[Record]:
+        return self.next_records(self.batch_size)
+
+    def next_records(self, count: int) -> list[Record]:
+        """The next `count` records (next_batch takes batch_size; refills take fewer)."""
         active = self.num_active
-        if active < self.batch_size:
+        if active < count:
             raise StreamExhausted(
                 f"PromptStream: only {active} of {len(self.records)} prompts are not retired, "
-                f"fewer than the batch size {self.batch_size}"
+                f"fewer than the {count} asked for"
             )
         batch: list[Record] = []
         epoch, index, n = self._epoch, self._index, len(self.records)
-        while len(batch) < self.batch_size:
+        while len(batch) < count:
             if self.num_epochs is not None and epoch >= self.num_epochs:
                 # Position is left where it was, so the exception repeats on every call.
-                raise StreamExhausted(
-                    f"PromptStream: all {self.num_epochs} epochs consumed; the last {len(batch)} prompts "
-                    f"did not fill a batch of {self.batch_size} and were not served"
+                leftover = (
+                    f"; the last {len(batch)} prompts did not fill a batch of {count} "
+                    "and were not served"
+                    if batch
+                    else ""
                 )
+                raise StreamExhausted(f"PromptStream: all {self.num_epochs} epochs consumed{leftover}")
             record = self.records[self._order(epoch)[index]]
             index += 1
             if index == n:
@@ -115,11 +122,13 @@ class PromptStream:
         return batch
 
     def retire(self, ids: Iterable[str]) -> None:
-        """Future batches skip these ids; already retired ids are ignored."""
+        """Future batches skip these ids (a single str is one id); retiring twice is harmless."""
         ids = [ids] if isinstance(ids, str) else list(ids)
         unknown = [i for i in ids if i not in self._known_ids]
         if unknown:
-            raise ValueError(f"PromptStream.retire: ids not in this stream: {unknown[:5]} ({len(unknown)} in all)")
+            raise ValueError(
+                f"PromptStream.retire: ids not in this stream: {unknown[:5]} ({len(unknown)} in all)"
+            )
         self._set_retired(self._retired | set(ids))
 
     @property
@@ -141,20 +150,24 @@ class PromptStream:
         """Continues from a state() taken on a stream over the same records and seed."""
         missing = [k for k in _STATE_KEYS if k not in state]
         if missing:
-            raise ValueError(f"PromptStream.restore: state lacks {missing}; expected keys {list(_STATE_KEYS)}")
+            raise ValueError(
+                f"PromptStream.restore: state lacks {missing}; expected keys {list(_STATE_KEYS)}"
+            )
         if state["fingerprint"] != self.fingerprint:
             raise ValueError(
-                f"PromptStream.restore: dataset fingerprint {state['fingerprint']} in the state does not match "
-                f"this stream's {self.fingerprint}: the records (or their order, or dedup) changed since the "
-                "checkpoint; resuming would serve a different sequence"
+                f"PromptStream.restore: dataset fingerprint {state['fingerprint']} in the state does not "
+                f"match this stream's {self.fingerprint}: the records (or their order, or dedup) changed "
+                "since the checkpoint; resuming would serve a different sequence"
             )
         for key in ("seed", "shuffle"):
             if state[key] != getattr(self, key):
                 raise ValueError(
-                    f"PromptStream.restore: state has {key}={state[key]!r}, this stream {key}={getattr(self, key)!r}"
+                    f"PromptStream.restore: state has {key}={state[key]!r}, "
+                    f"this stream {key}={getattr(self, key)!r}"
                 )
         epoch, index = state["epoch"], state["index"]
-        if not (isinstance(epoch, int) and epoch >= 0 and isinstance(index, int) and 0 <= index < len(self.records)):
+        valid_epoch = isinstance(epoch, int) and epoch >= 0
+        if not (valid_epoch and isinstance(index, int) and 0 <= index < len(self.records)):
             raise ValueError(
                 f"PromptStream.restore: position epoch={epoch!r} index={index!r} is invalid for "
                 f"{len(self.records)} records"

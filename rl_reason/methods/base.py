@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rl_reason.data.record import Record
+from rl_reason.rl.losses import LossConfig
 
 
 @dataclasses.dataclass
@@ -111,6 +112,11 @@ class Method:
     def build_batch(self, samples: Sequence[Sample], ctx: StepContext) -> list[Row]:
         raise NotImplementedError
 
+    def loss_config(self) -> LossConfig:
+        """The policy-loss settings (METHODS.md 0/0b) from `config.loss`; methods with
+        their own loss (R3L's REINFORCE, dropped clips once mixing is on) override."""
+        return loss_config_from(self.config)
+
     def after_step(self, samples: Sequence[Sample], ctx: StepContext) -> None:
         """Update method state once the step's update is applied."""
 
@@ -122,3 +128,16 @@ class Method:
         if state:
             raise ValueError(f"method {self.name!r} keeps no state but the checkpoint has "
                              f"method state with keys {sorted(state)}")
+
+
+def loss_config_from(config, **overrides) -> LossConfig:
+    l = config.loss
+    settings = dict(
+        loss_type="ppo_clip", clip_low=l.clip_low, clip_high=l.clip_high,
+        clip_on_policy=l.clip_on_policy, shaping_gamma=l.shaping_gamma,
+        aggregation=l.aggregation, kl_coef=l.kl_coef, kl_estimator=l.kl_estimator,
+        entropy_coef=l.entropy_coef,
+        constant_norm=(float(config.rollout.max_new_tokens)
+                       if l.aggregation == "constant" else None))
+    settings.update(overrides)
+    return LossConfig(**settings)

@@ -13,19 +13,12 @@ import numpy as np
 
 from rl_reason.data import templates
 from rl_reason.methods.base import Method, Request, Row, Sample, StepContext
-from rl_reason.models.tokenizer import apply_chat
 from rl_reason.rl import advantages as adv_lib
 
 
-def encode_messages(tokenizer, messages) -> list[int]:
-    """Chat messages -> token ids of the prompt, ready for generation."""
-    text = apply_chat(tokenizer, messages, add_generation_prompt=True)
-    return list(tokenizer.encode(text, add_special_tokens=False))
-
-
 def plain_request(tokenizer, record, num_samples: int) -> Request:
-    return Request(record=record, context=encode_messages(tokenizer, templates.plain_prompt(record.problem)),
-                   num_samples=num_samples, group=record.id)
+    context = templates.encode_prompt(tokenizer, templates.plain_prompt(record.problem))
+    return Request(record=record, context=context, num_samples=num_samples, group=record.id)
 
 
 def group_rewards(samples: Sequence[Sample], loss_config, max_new_tokens: int) -> np.ndarray:

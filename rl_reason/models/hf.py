@@ -300,8 +300,9 @@ def save(model: Model, path: str, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BY
     """Writes config.json and the weights as a Hugging Face checkpoint folder.
 
     One model.safetensors when everything fits in max_shard_bytes, otherwise
-    model-0000i-of-0000n.safetensors plus model.safetensors.index.json. Any weight
-    files of an earlier save in `path` are removed first so the two cannot mix.
+    model-0000i-of-0000n.safetensors plus model.safetensors.index.json. The config and
+    weight files of an earlier save in `path` are removed first so the two cannot mix
+    (other files, e.g. the tokenizer's, are left alone).
     Every process must call this (arrays are gathered collectively); only process 0
     writes.
     """
@@ -323,7 +324,7 @@ def save(model: Model, path: str, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BY
     writer = jax.process_index() == 0
     if writer:
         os.makedirs(path, exist_ok=True)
-        _remove_old_weights(path)
+        _remove_old_checkpoint(path)
 
     # Shards are filled in leaf order, so only the current leaf is ever held on the host.
     source = {name: (leaf, i) for leaf in leaves
@@ -340,21 +341,28 @@ def save(model: Model, path: str, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BY
         if writer:
             safetensors.numpy.save_file(shard, os.path.join(path, file),
                                         metadata={"format": "pt"})
-    if not writer:
-        return
+    if writer:
+        _write_index_and_config(path, config, files, shards, tensors,
+                                str(jnp.dtype(model.params["embed"].dtype)))
+    if jax.process_count() > 1:
+        # Nobody returns (and, say, reads the folder) before process 0 has finished.
+        multihost_utils.sync_global_devices("rl_reason.models.hf.save")
+
+
+def _write_index_and_config(path, config, files, shards, tensors, stored_dtype) -> None:
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(n for _, n in tensors)},
                  "weight_map": {name: file for file, names in zip(files, shards)
                                 for name in names}}
         with open(os.path.join(path, INDEX_FILE), "w") as f:
             json.dump(index, f, indent=2)
-    stored_dtype = str(jnp.dtype(model.params["embed"].dtype))
+    # Written last: a save cut short leaves a folder that fails to load, loudly.
     with open(os.path.join(path, CONFIG_FILE), "w") as f:
         json.dump(hf_config.to_hf_config(config, dtype=stored_dtype), f, indent=2)
 
 
-def _remove_old_weights(path: str) -> None:
+def _remove_old_checkpoint(path: str) -> None:
     for file in os.listdir(path):
-        if file in (SINGLE_FILE, INDEX_FILE) or (
+        if file in (CONFIG_FILE, SINGLE_FILE, INDEX_FILE) or (
                 file.startswith("model-") and file.endswith(".safetensors")):
             os.remove(os.path.join(path, file))

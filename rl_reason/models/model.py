@@ -28,12 +28,24 @@ def init(config: ModelConfig, seed: int = 0) -> Model:
     return Model(transformer.init_params(config, jax.random.PRNGKey(seed)), config)
 
 
-@jax.jit
 def logits(model: Model, tokens_BT, valid_BT=None) -> jax.Array:
     """Float32 logits [B, T, V] for a (possibly padded) batch of token ids.
 
     valid_BT marks real tokens (left or right padding); default: all real.
+    Raises ValueError for a batch that is not [B, T] or longer than the model's
+    max_position_embeddings (shapes are static, so this also works under jit).
     """
+    shape = jnp.shape(tokens_BT)
+    if len(shape) != 2:
+        raise ValueError(f"model.logits: tokens_BT must be [batch, length], got shape {shape}")
+    if shape[1] > model.config.max_position_embeddings:
+        raise ValueError(f"model.logits: sequence length {shape[1]} exceeds the model's "
+                         f"max_position_embeddings={model.config.max_position_embeddings}")
+    return _logits(model, tokens_BT, valid_BT)
+
+
+@jax.jit
+def _logits(model: Model, tokens_BT, valid_BT=None) -> jax.Array:
     tokens_BT = jnp.asarray(tokens_BT, jnp.int32)
     if valid_BT is None:
         valid_BT = jnp.ones(tokens_BT.shape, bool)

@@ -20,14 +20,18 @@ base models handle well in few-shot style and which the warm-start data can use:
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import transformers
+if TYPE_CHECKING:  # transformers is imported on use: it costs seconds at import time
+    import transformers
 
 ROLES = ("system", "user", "assistant")
 
 
 def load_tokenizer(path: str) -> transformers.PreTrainedTokenizerBase:
     """The tokenizer saved in a local folder (via transformers.AutoTokenizer)."""
+    import transformers
+
     if not os.path.isdir(path):
         raise ValueError(f"tokenizer.load_tokenizer: folder {path!r} does not exist")
     try:

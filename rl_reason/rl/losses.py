@@ -47,9 +47,11 @@ def _seq_mean_token_mean(x_BT, mask_BT, constant_norm):
 
 
 def _constant(x_BT, mask_BT, constant_norm):
-    # Dr.GRPO: each sequence's token sum over a fixed length, averaged over the rows, so
-    # a token's weight does not depend on how long its response or batch is.
-    return jnp.sum(x_BT * mask_BT) / (x_BT.shape[0] * constant_norm)
+    # Dr.GRPO: each sequence's token sum over a fixed length, averaged over sequences, so
+    # a token's weight does not depend on its response's length. Rows without a trained
+    # token (shape-bucket padding) are not sequences and are not counted.
+    num_seqs = jnp.sum(jnp.any(mask_BT > 0, axis=-1))
+    return jnp.sum(x_BT * mask_BT) / (jnp.maximum(num_seqs, 1) * constant_norm)
 
 
 AGGREGATIONS: dict[str, Callable] = {
@@ -109,7 +111,8 @@ class LossConfig:
     dual_clip: c > 1 caps the loss of negative-advantage tokens at -A*c (None: off).
     shaping_gamma: gamma of the off-policy shaping f(w) = w/(w+gamma).
     aggregation: 'token-mean', 'seq-mean-token-mean' or 'constant' (Dr.GRPO: token
-        sum / constant_norm per sequence, mean over rows).
+        sum / constant_norm per sequence, mean over sequences). All three leave rows
+        without a trained token out of any count.
     constant_norm: the max response length; required by aggregation='constant'.
     kl_coef, kl_estimator: KL-to-reference term ('k1', 'k2', 'k3').
     entropy_coef: entropy bonus (subtracted from the loss).

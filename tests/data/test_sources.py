@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rl_reason.data import Record, load_records, problem_id, read_jsonl, read_parquet
+from rl_reason.data import Record, load_records, problem_id, read_jsonl, read_parquet, sources
 
 
 def write_jsonl(path, rows):
@@ -45,10 +45,10 @@ def test_jsonl_aliases_numbers_ids_source_and_meta(tmp_path):
 def test_explicit_keys_win_and_nested_keys(tmp_path):
     path = write_jsonl(
         tmp_path / "x.jsonl",
-        [{"problem": "templated", "question": "raw q", "answer": "wrong", "gt": {"final": {"value": 7}}, "uid": 12}],
+        [{"problem": "templated", "question": "raw q", "answer": "x", "gt": {"final": {"value": 7}}, "n": 3}],
     )
-    (record,) = read_jsonl(path, problem_key="question", answer_key="gt.final.value", id_key="uid")
-    assert (record.problem, record.answer, record.id) == ("raw q", "7", "12")
+    (record,) = read_jsonl(path, problem_key="question", answer_key="gt.final.value", id_key="n")
+    assert (record.problem, record.answer, record.id) == ("raw q", "7", "3")
     # Top-level fields the record consumed leave meta; the parent of a nested key stays.
     assert set(record.meta) == {"problem", "answer", "gt"}
 
@@ -59,7 +59,7 @@ def test_literal_dotted_field_is_tried_before_nesting(tmp_path):
 
 
 def test_answer_alias_order_prefers_short_answer_over_solution(tmp_path):
-    both = write_jsonl(tmp_path / "both.jsonl", [{"problem": "p", "solution": "long derivation", "answer": "4"}])
+    both = write_jsonl(tmp_path / "both.jsonl", [{"problem": "p", "solution": "derivation", "answer": "4"}])
     only_solution = write_jsonl(tmp_path / "sol.jsonl", [{"problem": "p", "solution": "\\boxed{4}"}])
     assert load_records(both)[0].answer == "4"
     assert load_records(only_solution)[0].answer == "\\boxed{4}"
@@ -80,12 +80,14 @@ def test_missing_problem_names_file_and_physical_line(tmp_path):
     path = write_jsonl(tmp_path / "train.jsonl", [{"problem": "a", "answer": "1"}, "", {"answer": "2"}])
     with pytest.raises(ValueError) as info:
         load_records(path)
-    assert str(path) in str(info.value) and "line 3" in str(info.value) and "missing problem" in str(info.value)
+    message = str(info.value)
+    assert str(path) in message and "line 3" in message and "missing problem" in message
 
 
 @pytest.mark.parametrize("answer", [None, "", "   "])
 def test_missing_answer_names_file_and_line(tmp_path, answer):
-    path = write_jsonl(tmp_path / "train.jsonl", [{"problem": "a", "answer": "1"}, {"problem": "b", "answer": answer}])
+    rows = [{"problem": "a", "answer": "1"}, {"problem": "b", "answer": answer}]
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
     with pytest.raises(ValueError, match=r"train\.jsonl: line 2: missing answer \(field 'answer'\)"):
         load_records(path)
 
@@ -100,7 +102,8 @@ def test_answer_that_is_not_text_or_number(tmp_path):
 
 
 def test_invalid_json_line(tmp_path):
-    path = write_jsonl(tmp_path / "broken.jsonl", [{"problem": "a", "answer": "1"}, '{"problem": "b", "answer":'])
+    rows = [{"problem": "a", "answer": "1"}, '{"problem": "b", "answer":']
+    path = write_jsonl(tmp_path / "broken.jsonl", rows)
     with pytest.raises(ValueError, match=r"broken\.jsonl: line 2: invalid JSON"):
         load_records(path)
 
@@ -112,7 +115,8 @@ def test_line_that_is_not_an_object(tmp_path):
 
 
 def test_missing_id_when_id_key_given(tmp_path):
-    path = write_jsonl(tmp_path / "ids.jsonl", [{"problem": "a", "answer": "1", "id": 0}, {"problem": "b", "answer": "2"}])
+    rows = [{"problem": "a", "answer": "1", "id": 0}, {"problem": "b", "answer": "2"}]
+    path = write_jsonl(tmp_path / "ids.jsonl", rows)
     with pytest.raises(ValueError, match=r"ids\.jsonl: line 2: missing id \(field 'id'\)"):
         load_records(path, id_key="id")
     # Without id_key an "id" column is not guessed as the id (per-file numbering collides
@@ -127,7 +131,8 @@ def test_no_detectable_fields_lists_what_was_tried(tmp_path):
         load_records(path)
     message = str(info.value)
     assert "odd.jsonl: line 1: no problem field" in message
-    assert "problem, question, prompt" in message and "['answer', 'text']" in message and "problem_key" in message
+    assert "problem, question, prompt" in message and "['answer', 'text']" in message
+    assert "problem_key" in message
 
 
 def test_missing_file_unknown_suffix_empty_file(tmp_path):
@@ -184,10 +189,14 @@ def write_verl(path, rows):
 def test_verl_parquet_read_as_is(tmp_path):
     path = write_verl(
         tmp_path / "train.parquet",
-        [verl_row("openai/gsm8k", "What is 6*7?", "42", 0), verl_row("lighteval/MATH", "Solve x+1=3.", "2", 1, system=False)],
+        [
+            verl_row("openai/gsm8k", "What is 6*7?", "42", 0),
+            verl_row("lighteval/MATH", "Solve x+1=3.", "2", 1, system=False),
+        ],
     )
     records = load_records(path)
-    assert [r.problem for r in records] == ["What is 6*7? Let's think step by step.", "Solve x+1=3. Let's think step by step."]
+    suffix = " Let's think step by step."
+    assert [r.problem for r in records] == ["What is 6*7?" + suffix, "Solve x+1=3." + suffix]
     assert [r.answer for r in records] == ["42", "2"]
     assert [r.source for r in records] == ["openai/gsm8k", "lighteval/MATH"]
     first = records[0]
@@ -213,7 +222,8 @@ def test_verl_wins_over_aliases_unless_keys_are_explicit(tmp_path):
 
 def test_verl_missing_ground_truth_names_row(tmp_path):
     path = write_verl(tmp_path / "gaps.parquet", [verl_row("s", "a", "1", 0), verl_row("s", "b", None, 1)])
-    with pytest.raises(ValueError, match=r"gaps\.parquet: row 2: missing answer \(field 'reward_model\.ground_truth'\)"):
+    expected = r"gaps\.parquet: row 2: missing answer \(field 'reward_model\.ground_truth'\)"
+    with pytest.raises(ValueError, match=expected):
         load_records(path)
 
 
@@ -221,7 +231,8 @@ def test_chat_without_user_message(tmp_path):
     row = verl_row("s", "a", "1", 0)
     row["prompt"] = [{"role": "system", "content": "only a system prompt"}]
     path = write_verl(tmp_path / "nouser.parquet", [verl_row("s", "b", "2", 0), row])
-    with pytest.raises(ValueError, match=r"nouser\.parquet: row 2: the chat in field 'prompt' has no user message"):
+    expected = r"nouser\.parquet: row 2: the chat in field 'prompt' has no user message"
+    with pytest.raises(ValueError, match=expected):
         load_records(path)
 
 
@@ -271,11 +282,13 @@ def tfds_dir(tmp_path_factory):
                 return tfds.core.DatasetInfo(builder=self, features=features)
 
             def _split_generators(self, dl_manager):
-                return {"train": self._examples(6), "test": self._examples(2)}
+                return {"train": self._generate_examples(6), "test": self._generate_examples(2)}
 
-            def _examples(self, n):
+            def _generate_examples(self, n):
                 for i in range(n):
-                    yield i, {"question": f"What is {i} + {i}? ≈", "answer": 2 * i, "extra": {"solution": f"\\boxed{{{2 * i}}}"}}
+                    solution = f"\\boxed{{{2 * i}}}"
+                    question = f"What is {i} + {i}? ≈"
+                    yield i, {"question": question, "answer": 2 * i, "extra": {"solution": solution}}
 
     data_dir = tmp_path_factory.mktemp("tfds")
     RlReasonTinyMath(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
@@ -290,9 +303,27 @@ def test_tfds_reads_and_decodes(tfds_dir):
     assert by_problem["What is 3 + 3? ≈"].answer == "6"
     assert by_problem["What is 3 + 3? ≈"].meta == {"extra": {"solution": "\\boxed{6}"}}
     assert {r.source for r in records} == {"rl_reason_tiny_math"}
-    nested = load_records("tfds:rl_reason_tiny_math:1.0.0/test", data_dir=tfds_dir, answer_key="extra.solution")
+    spec = "tfds:rl_reason_tiny_math:1.0.0/test"
+    nested = load_records(spec, data_dir=tfds_dir, answer_key="extra.solution")
     assert sorted(r.answer for r in nested) == ["\\boxed{0}", "\\boxed{2}"]
     assert len(load_records("tfds:rl_reason_tiny_math/train[:2]", data_dir=tfds_dir)) == 2
+
+
+def test_tfds_rows_are_numbered_across_read_chunks():
+    class FakeDataSource:
+        examples = [{"q": b"a"}, {"q": b"b"}, {"q": b"c"}, {"q": b"\xff"}, {"q": b"e"}]
+
+        def __len__(self):
+            return len(self.examples)
+
+        def __getitems__(self, indices):
+            return [self.examples[i] for i in indices]
+
+    rows = sources._tfds_rows(FakeDataSource(), "tfds:fake/train", chunk=2)
+    expected = [(f"tfds:fake/train: row {i + 1}", {"q": q}) for i, q in enumerate("abc")]
+    assert [next(rows) for _ in range(3)] == expected
+    with pytest.raises(ValueError, match="tfds:fake/train: row 4: a text feature is not UTF-8"):
+        next(rows)
 
 
 def test_tfds_errors(tfds_dir, monkeypatch):
@@ -321,7 +352,8 @@ def test_tfds_reading_never_imports_tensorflow(tfds_dir):
         """
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    command = [sys.executable, "-c", script]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
 
 

@@ -1,0 +1,103 @@
+"""Evaluation metrics over n sampled responses per problem: pass@k, avg@k, maj@k.
+
+Inputs are per problem, in sampling order: `correct[p][i]` says whether sample i of
+problem p was verified correct, `answers[p][i]` is its extracted answer (None when
+it gave none). Every metric is averaged over problems and returned as a fraction.
+
+- pass@k: the unbiased estimator 1 - C(n-c, k) / C(n, k) of "at least one of k
+  samples is correct" from n >= k samples with c correct (Chen et al., 2021),
+  computed as a product so that large n cannot overflow.
+- avg@k: mean accuracy of the first k samples (the usual "avg@k": k samples, mean
+  correctness). With k = n it uses every sample and has the lowest variance.
+- maj@k: the most common extracted answer among the first k samples is the
+  prediction; it scores its sample's correctness. Answers are compared as strings
+  after a light LaTeX normalisation (spacing, \\left/\\right, \\dfrac/\\tfrac), so
+  equal values written differently (0.5 vs \\frac12) are separate votes. Ties go to
+  the answer that appeared first; a problem whose k samples gave no answer scores 0.
+"""
+
+import collections
+from typing import Sequence
+
+
+def _check_k(k: int, n: int, what: str) -> None:
+    if not 1 <= k <= n:
+        raise ValueError(f"{what} needs 1 <= k <= n samples per problem, got k={k}, n={n}")
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for one problem with n samples of which c are correct."""
+    _check_k(k, n, "pass@k")
+    if not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n, got c={c}, n={n}")
+    if n - c < k:
+        return 1.0  # Every k-subset holds a correct sample.
+    # C(n-c, k) / C(n, k) = prod_{i=n-c+1}^{n} (1 - k / i)
+    fail_all = 1.0
+    for i in range(n - c + 1, n + 1):
+        fail_all *= 1.0 - k / i
+    return 1.0 - fail_all
+
+
+def _sample_counts(correct: Sequence[Sequence[bool]]) -> int:
+    if not correct:
+        raise ValueError("no problems to score")
+    sizes = {len(samples) for samples in correct}
+    if len(sizes) != 1:
+        raise ValueError(f"every problem needs the same number of samples, got sizes {sorted(sizes)}")
+    return sizes.pop()
+
+
+def mean_pass_at_k(correct: Sequence[Sequence[bool]], k: int) -> float:
+    n = _sample_counts(correct)
+    return sum(pass_at_k(n, sum(map(bool, samples)), k) for samples in correct) / len(correct)
+
+
+def avg_at_k(correct: Sequence[Sequence[bool]], k: int) -> float:
+    n = _sample_counts(correct)
+    _check_k(k, n, "avg@k")
+    return sum(sum(map(bool, samples[:k])) / k for samples in correct) / len(correct)
+
+
+def normalize_answer(answer: str) -> str:
+    """Vote key for maj@k: spacing and purely presentational LaTeX removed."""
+    key = answer.replace("\\left", "").replace("\\right", "")
+    key = key.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    return "".join(key.split()).removesuffix(".")
+
+
+def majority_answer(answers: Sequence[str | None]) -> int | None:
+    """Index of the first sample carrying the most common answer, None if none answered."""
+    votes: dict[str, list[int]] = collections.defaultdict(list)
+    for index, answer in enumerate(answers):
+        if answer is not None and normalize_answer(answer):
+            votes[normalize_answer(answer)].append(index)
+    if not votes:
+        return None
+    # dicts keep insertion order and max() keeps the first maximum: first-seen wins ties.
+    return max(votes.values(), key=len)[0]
+
+
+def maj_at_k(answers: Sequence[Sequence[str | None]], correct: Sequence[Sequence[bool]], k: int) -> float:
+    n = _sample_counts(correct)
+    _check_k(k, n, "maj@k")
+    if len(answers) != len(correct) or any(len(a) != len(c) for a, c in zip(answers, correct)):
+        raise ValueError("answers and correct must have the same shape")
+    total = 0.0
+    for problem_answers, problem_correct in zip(answers, correct):
+        winner = majority_answer(problem_answers[:k])
+        total += float(winner is not None and bool(problem_correct[winner]))
+    return total / len(correct)
+
+
+def sample_metrics(
+    answers: Sequence[Sequence[str | None]], correct: Sequence[Sequence[bool]], ks: Sequence[int]
+) -> dict[str, float]:
+    """{"avg@n", "pass@k", "avg@k", "maj@k" for each k in ks}; n is the samples per problem."""
+    n = _sample_counts(correct)
+    metrics = {f"avg@{n}": avg_at_k(correct, n)}
+    for k in ks:
+        metrics[f"pass@{k}"] = mean_pass_at_k(correct, k)
+        metrics[f"avg@{k}"] = avg_at_k(correct, k)
+        metrics[f"maj@{k}"] = maj_at_k(answers, correct, k)
+    return metrics

@@ -1,0 +1,66 @@
+"""Tokenizer folders and chat formatting (no network: the tokenizer is built here)."""
+
+import pytest
+import tokenizers
+import transformers
+
+from rl_reason import models
+from rl_reason.models import tokenizer as tokenizer_lib
+
+WORDS = ["what", "is", "2", "+", "?", "User:", "Assistant:", "System:", "be", "brief"]
+TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def build_tokenizer(chat_template=None) -> transformers.PreTrainedTokenizerFast:
+    vocab = {w: i for i, w in enumerate(["<unk>", "<eos>", *WORDS])}
+    core = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>",
+                                               eos_token="<eos>")
+    if chat_template:
+        tok.chat_template = chat_template
+    return tok
+
+
+MESSAGES = [{"role": "system", "content": "be brief"},
+            {"role": "user", "content": "what is 2 + 2 ?"}]
+
+
+def test_saved_tokenizer_loads_back_with_the_same_ids(tmp_path):
+    tok = build_tokenizer()
+    models.save_tokenizer(tok, str(tmp_path))
+    loaded = models.load_tokenizer(str(tmp_path))
+    text = "what is 2 + 2 ? Assistant:"
+    assert loaded.encode(text) == tok.encode(text) == [2, 3, 4, 5, 4, 6, 8]
+    assert loaded.eos_token_id == 1
+
+
+def test_plain_fallback_without_a_chat_template():
+    prompt = models.apply_chat(build_tokenizer(), MESSAGES)
+    assert prompt == "System: be brief\n\nUser: what is 2 + 2 ?\n\nAssistant:"
+    no_prompt = models.apply_chat(build_tokenizer(), MESSAGES, add_generation_prompt=False)
+    assert no_prompt == "System: be brief\n\nUser: what is 2 + 2 ?\n\n"
+
+
+def test_chat_template_is_used_and_survives_save_and_load(tmp_path):
+    models.save_tokenizer(build_tokenizer(TEMPLATE), str(tmp_path))
+    loaded = models.load_tokenizer(str(tmp_path))
+    assert models.apply_chat(loaded, MESSAGES) == (
+        "<|system|>be brief<|end|><|user|>what is 2 + 2 ?<|end|><|assistant|>")
+    assert models.apply_chat(loaded, MESSAGES[1:], add_generation_prompt=False) == (
+        "<|user|>what is 2 + 2 ?<|end|>")
+
+
+@pytest.mark.parametrize("messages", [[], [{"role": "robot", "content": "hi"}],
+                                      [{"role": "user", "content": 3}], "hello"])
+def test_bad_messages_are_refused(messages):
+    with pytest.raises(ValueError, match="tokenizer.apply_chat"):
+        models.apply_chat(build_tokenizer(), messages)
+
+
+def test_missing_or_empty_tokenizer_folder(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        models.load_tokenizer(str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="no loadable tokenizer files"):
+        tokenizer_lib.load_tokenizer(str(tmp_path))

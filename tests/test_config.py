@@ -1,0 +1,60 @@
+"""Configs load with every variant, and bad settings fail before any compute."""
+
+import pytest
+
+from configs import exgrpo, grpo
+from rl_reason.config_check import ConfigError, check
+
+
+@pytest.mark.parametrize("variant", ["", "tiny", "dapo", "drgrpo", "qwen25_math_1p5b",
+                                     "qwen3_4b", "tiny,dapo"])
+def test_grpo_variants_are_valid(variant):
+    check(grpo.get_config(variant), num_devices=8)
+
+
+def test_exgrpo_config_says_it_runs_grpo():
+    c = exgrpo.get_config("")
+    assert c.method_name == "grpo" and "not implemented" in c.note
+    check(c, num_devices=1)
+
+
+def test_unknown_variant_is_named():
+    with pytest.raises(ValueError, match="unknown config variant 'nope'"):
+        grpo.get_config("nope")
+
+
+def test_unknown_key_cannot_be_set():
+    c = grpo.get_config("")
+    with pytest.raises(AttributeError):
+        c.rollout.group_sise = 4
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("rollout.group_size", 1, "needs at least 2 samples per prompt"),
+    ("loss.aggregation", "sum", "loss.aggregation='sum'"),
+    ("loss.kl_estimator", "k4", "loss.kl_estimator"),
+    ("rollout.temperature", 0.0, "rollout.temperature must be > 0"),
+    ("method_name", "ppo", "method_name='ppo'"),
+    ("verifier.name", "regex", "verifier.name='regex'"),
+    ("loss.overlong_buffer", 64, "overlong_buffer=64"),
+    ("optim.num_minibatches", 3, "not divisible by optim.num_minibatches=3"),
+])
+def test_bad_settings_are_named(key, value, message):
+    c = grpo.get_config("")
+    c.unlock()
+    section, _, name = key.rpartition(".")
+    target = c[section] if section else c
+    target[name] = value
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check(c, num_devices=1)
+
+
+def test_batch_must_divide_over_the_mesh():
+    c = grpo.get_config("")
+    c.unlock()
+    c.rollout.update(prompts_per_step=3, group_size=3)   # 9 rows over 8 batch shards
+    with pytest.raises(ConfigError, match="does not divide over the 8 batch shards"):
+        check(c, num_devices=8)
+    c.mesh.update(data=3, fsdp=1, tensor=1)
+    with pytest.raises(ConfigError, match="does not fit 8 devices"):
+        check(c, num_devices=8)

@@ -1,0 +1,140 @@
+"""End to end on a tiny random model: structure of the outputs and the metric math."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rl_reason import evaluate, evaluation_metrics, models
+from rl_reason.data import sources, tokenizer_builder
+from rl_reason.verifiers import VerifyResult
+
+PROBLEMS = [("What is 2+3?", "5"), ("What is 7*6?", "42"), ("What is 9-4?", "5")]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tiny_ckpt"))
+    corpus = [f"{q}\nPlease reason step by step. \\boxed{{{a}}}" for q, a in PROBLEMS] * 20
+    tokenizer = tokenizer_builder.build_tokenizer(corpus, path, vocab_size=300)
+    config = models.get_preset("tiny-qwen3", vocab_size=len(tokenizer),
+                               eos_token_id=tokenizer_builder.stop_token_ids(tokenizer),
+                               pad_token_id=tokenizer.pad_token_id)
+    models.save(models.init(config, seed=0), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tiny_bench.jsonl"
+    path.write_text("".join(json.dumps({"problem": q, "answer": a}) + "\n" for q, a in PROBLEMS))
+    return str(path)
+
+
+class LengthParityVerifier:
+    """Deterministic, non-trivial correctness (even-length responses are "correct")."""
+
+    def verify_batch(self, responses, answers):
+        return [VerifyResult(1.0, "correct", text[-3:]) if len(text) % 2 == 0 else
+                VerifyResult(0.0, "wrong", text[-3:]) for text in responses]
+
+
+def _read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_run_writes_results_generations_and_table(checkpoint, data_file, tmp_path, capsys):
+    # The same shapes as the next test (one compilation each for greedy and sampled
+    # decoding), with a batch split across two sampler calls.
+    settings = evaluate.EvalSettings(num_samples=4, ks=(1, 2, 4), max_new_tokens=12, temperature=1.0,
+                                     multi_attempt=2, batch_size=6)
+    [summary] = evaluate.run(checkpoint, [data_file], settings, out_dir=str(tmp_path),
+                             verifier_name="exact_int")
+    metrics = summary["metrics"]
+    assert summary["settings"]["temperature"] == 1.0 and summary["settings"]["ks"] == (1, 2, 4)
+    assert summary["verifier"]["name"] == "exact_int"
+    for key in ("greedy_accuracy", "avg@4", "pass@1", "pass@2", "pass@4", "avg@2", "maj@4",
+                "multi_attempt@1", "multi_attempt@2", "verifier_no_answer", "truncation_rate"):
+        assert 0.0 <= metrics[key] <= max(1.0, metrics[key]), key
+    assert metrics["num_problems"] == 3
+    assert metrics["multi_attempt@1"] <= metrics["multi_attempt@2"]
+    with open(tmp_path / "tiny_bench.json") as f:
+        assert json.load(f)["metrics"] == pytest.approx(metrics)
+    with open(tmp_path / "results.json") as f:
+        assert [s["benchmark"] for s in json.load(f)] == ["tiny_bench"]
+    rows = _read_jsonl(tmp_path / "tiny_bench.generations.jsonl")
+    modes = [row["mode"] for row in rows]
+    assert modes.count("greedy") == 3 and modes.count("sample") == 12
+    unsolved_first = sum(1 for row in rows if row["mode"] == "multi_attempt" and row["attempt"] == 1
+                         and row["status"] != "correct")
+    assert modes.count("multi_attempt") == 3 + unsolved_first
+    assert all(row["num_tokens"] <= 12 for row in rows)
+    statuses = sum(metrics[f"verifier_{s}"] for s in ("correct", "wrong", "no_answer", "timeout", "error"))
+    assert statuses == len(rows)
+    table = capsys.readouterr().out
+    assert "tiny_bench" in table and "pass@4" in table and "multi_attempt@2" in table
+
+
+def test_metrics_match_the_written_generations(checkpoint, data_file):
+    model, tokenizer = models.load(checkpoint), models.load_tokenizer(checkpoint)
+    records = sources.load_records(data_file)
+    settings = evaluate.EvalSettings(num_samples=4, ks=(1, 2, 4), max_new_tokens=12, temperature=1.0,
+                                     batch_size=6)
+    result = evaluate.evaluate_model(model, tokenizer, records, settings, verifier=LengthParityVerifier(),
+                                     stop_token_ids=tokenizer_builder.stop_token_ids(tokenizer),
+                                     pad_id=tokenizer.pad_token_id, rng=3)
+    samples = [row for row in result.generations if row["mode"] == "sample"]
+    correct = [[False] * 4 for _ in records]
+    answers = [[None] * 4 for _ in records]
+    for row in samples:
+        correct[row["problem"]][row["sample"]] = row["status"] == "correct"
+        answers[row["problem"]][row["sample"]] = row["extracted"]
+    expected = evaluation_metrics.sample_metrics(answers, correct, (1, 2, 4))
+    assert {k: result.metrics[k] for k in expected} == pytest.approx(expected)
+    for k in (1, 2, 4):
+        by_hand = sum(evaluation_metrics.pass_at_k(4, sum(c), k) for c in correct) / len(records)
+        assert result.metrics[f"pass@{k}"] == pytest.approx(by_hand)
+    greedy = [row["status"] == "correct" for row in result.generations if row["mode"] == "greedy"]
+    assert result.metrics["greedy_accuracy"] == pytest.approx(sum(greedy) / 3)
+    # The parity verifier makes some samples right and some wrong, so the check has teeth.
+    assert 0 < sum(map(sum, correct)) < 12
+    # Same seed, same samples.
+    again = evaluate.evaluate_model(model, tokenizer, records, settings, verifier=LengthParityVerifier(),
+                                    stop_token_ids=tokenizer_builder.stop_token_ids(tokenizer),
+                                    pad_id=tokenizer.pad_token_id, rng=3)
+    assert [r["response"] for r in again.generations] == [r["response"] for r in result.generations]
+
+
+def test_settings_validation_and_checkpoint_resolution(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="every k must be in 1..num_samples=4"):
+        evaluate.EvalSettings(num_samples=4, ks=(1, 8))
+    with pytest.raises(ValueError, match="temperature > 0"):
+        evaluate.EvalSettings(temperature=0.0)
+    workdir = tmp_path / "workdir"
+    os.symlink(checkpoint, workdir / "hf") if workdir.mkdir() is None else None
+    assert evaluate.resolve_checkpoint(str(workdir)) == str(workdir / "hf")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        evaluate.resolve_checkpoint(str(tmp_path))
+    assert evaluate.benchmark_name("tfds:gsm8k/main/test") == "gsm8k_main_test"
+    assert evaluate.benchmark_name("/data/math500.jsonl") == "math500"
+
+
+def test_context_overflow_is_a_clear_error(checkpoint, data_file):
+    model, tokenizer = models.load(checkpoint), models.load_tokenizer(checkpoint)
+    settings = evaluate.EvalSettings(num_samples=0, max_new_tokens=100_000)
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        evaluate.evaluate_model(model, tokenizer, sources.load_records(data_file), settings,
+                                verifier=LengthParityVerifier(), stop_token_ids=(1,), pad_id=0)
+
+
+@pytest.mark.slow
+def test_command_line(checkpoint, data_file, tmp_path):
+    command = [sys.executable, "-m", "rl_reason.evaluate", f"--checkpoint={checkpoint}", f"--data={data_file}",
+               "--num_samples=2", "--k=1,2", "--max_new_tokens=4", "--verifier=exact_int", f"--out={tmp_path}"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert "tiny_bench" in output and "pass@2" in output
+    with open(tmp_path / "tiny_bench.json") as f:
+        assert set(json.load(f)["metrics"]) >= {"greedy_accuracy", "avg@2", "pass@1", "pass@2", "maj@2"}

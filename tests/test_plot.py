@@ -1,0 +1,103 @@
+"""python -m rl_reason.plot: PNG, default metric choice, table, errors."""
+
+import math
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+
+from rl_reason import plot
+from rl_reason.metrics import MetricsWriter
+
+
+def _fake_run(workdir, *, slope, with_kl=True, steps=30):
+    """A run as the trainer logs it: per-step metrics, eval every 10 steps."""
+    rng = np.random.default_rng(int(slope * 100))
+    with MetricsWriter(workdir, tensorboard=False) as writer:
+        for step in range(steps + 1):
+            m = {"reward_mean": -0.5 + slope * step / steps + 0.05 * rng.normal(),
+                 "accuracy": min(1.0, 0.2 + slope * step / steps),
+                 "response_length_mean": 120 - step + 5 * rng.normal(),
+                 "entropy": 1.0 / (1 + step), "grad_norm": 2.0 * rng.random(),
+                 "none_pass_fraction": max(0.0, 0.6 - slope * step / steps)}
+            if with_kl:
+                m["kl"] = 0.001 * step
+            if step % 10 == 0:
+                m.update({"eval/accuracy": 0.2 + slope * step / (2 * steps),
+                          "eval/num_problems": 50})
+            writer.write(step, m)
+    return workdir
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    return (_fake_run(tmp_path / "runs" / "grpo", slope=0.5),
+            _fake_run(tmp_path / "runs" / "lte", slope=0.8, with_kl=False))
+
+
+def test_plot_writes_a_png_with_one_panel_per_metric(two_runs, tmp_path):
+    out = tmp_path / "compare.png"
+    assert plot.main([*map(str, two_runs), f"--out={out}", "--smooth=3"]) == 0
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    pixels = mpimg.imread(out)
+    assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.std() > 0.05   # not blank
+
+
+def test_default_metrics_are_the_preferred_ones_every_run_logged(two_runs):
+    runs = {w.name: plot.read_metrics(w) for w in two_runs}
+    # kl is missing from one run; eval/num_problems is not an accuracy-like eval key.
+    assert plot.default_metrics(runs) == [
+        "reward_mean", "accuracy", "eval/accuracy", "response_length_mean", "entropy",
+        "grad_norm", "none_pass_fraction"]
+
+
+def test_table_prints_last_and_best_per_run_and_metric(two_runs, tmp_path, capsys,
+                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plot.main([*map(str, two_runs), "--table", "--metrics=eval/accuracy,kl"])
+    out = capsys.readouterr().out
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in out.splitlines()[2:-1]}
+    assert rows[("eval/accuracy", "grpo")] == ["0.45", "30", "0.45", "30"]
+    assert rows[("eval/accuracy", "lte")] == ["0.6", "30", "0.6", "30"]
+    assert rows[("kl", "grpo")] == ["0.03", "30", "0", "0"]    # lower KL is better
+    assert rows[("kl", "lte")] == ["-", "-"]
+    assert not (tmp_path / "metrics.png").exists()   # --table alone draws nothing
+
+
+def test_read_metrics_keeps_the_last_value_of_a_repeated_step_and_skips_junk(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 0, "wall_time": 1.0, "loss": 1.0, "phase": "warmup"}\n'
+        '{"step": 1, "loss": null}\n'
+        '{"step": 1, "loss": 0.5}\n'
+        '{"step": 2, "loss": 0.25}\n'
+        '{"step": 3, "lo\n')
+    series = plot.read_metrics(tmp_path)
+    assert set(series) == {"loss"}
+    steps, values = series["loss"]
+    assert steps.tolist() == [0, 1, 2] and values.tolist() == [1.0, 0.5, 0.25]
+
+
+def test_smooth_is_a_trailing_mean_that_ignores_nan():
+    got = plot.smooth(np.array([1.0, 2.0, 3.0, math.nan, 5.0]), 2)
+    np.testing.assert_allclose(got, [1.0, 1.5, 2.5, 3.0, 5.0])
+
+
+def test_workdir_without_metrics_is_a_clear_error(two_runs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        plot.main([str(two_runs[0]), str(tmp_path / "not_a_run")])
+    assert exit_info.value.code == 2
+    assert "not_a_run: no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_unknown_metric_lists_what_is_available(two_runs, capsys):
+    with pytest.raises(SystemExit):
+        plot.main([str(two_runs[0]), "--metrics=reward"])
+    err = capsys.readouterr().err
+    assert "no run logged reward; available:" in err and "reward_mean" in err
+
+
+def test_runs_with_the_same_name_get_distinct_labels(tmp_path):
+    a = _fake_run(tmp_path / "a" / "seed1", slope=0.5, steps=3)
+    b = _fake_run(tmp_path / "b" / "seed1", slope=0.5, steps=3)
+    assert plot.run_labels([str(a), str(b)]) == ["a/seed1", "b/seed1"]
