@@ -8,8 +8,9 @@ answers in equivalent forms and wrong ones; 8 samples per problem as in a GRPO
 group), scores them with the same scoring function in this process and through a
 MathVerifier with N workers, checks both agree, and prints items/s and the
 speed-up against the target of 0.8 x workers. Worker start-up is excluded (the
-stage is started once per run); each worker parses each gold answer once, as in
-training.
+stage is started once per run) and both paths first score --warmup responses of
+another seed (workers persist across training steps, so the steady state is what
+counts); each worker parses each gold answer once, as in training.
 
 Wall-clock speed-up needs idle cores: the load average is printed, and CPU seconds
 per item are shown as well, since they are comparable even on a busy machine.
@@ -63,7 +64,8 @@ def _set(rng):
     values = sorted(rng.sample(range(-9, 10), 3))
     gold = "\\{" + ", ".join(map(str, values)) + "\\}"
     shuffled = rng.sample(values, 3)
-    return gold, ["\\{" + ", ".join(map(str, shuffled)) + "\\}"], ["\\{" + ", ".join(map(str, values[:2])) + "\\}"]
+    wrong = "\\{" + ", ".join(map(str, values[:2])) + "\\}"
+    return gold, ["\\{" + ", ".join(map(str, shuffled)) + "\\}"], [wrong]
 
 
 def _interval(rng):
@@ -79,31 +81,39 @@ def make_responses(num_responses: int, samples_per_problem: int, seed: int) -> t
         for _ in range(samples_per_problem):
             reasoning = "".join(rng.choice(_REASONING) for _ in range(rng.randint(3, 7)))
             answer = rng.choice(right) if rng.random() < 0.5 else rng.choice(wrong)
-            ending = f"Therefore the answer is $\\boxed{{{answer}}}$." if rng.random() > 0.05 else "I am not sure."
+            boxed = f"Therefore the answer is $\\boxed{{{answer}}}$."
+            ending = boxed if rng.random() > 0.05 else "I am not sure."
             responses.append(reasoning + ending)
             golds.append(gold)
     return responses[:num_responses], golds[:num_responses]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--num_responses", type=int, default=2000)
     parser.add_argument("--samples_per_problem", type=int, default=8)
     parser.add_argument("--timeout_s", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, default=400,
+                        help="untimed responses (another seed) through both paths first")
     args = parser.parse_args()
 
     responses, golds = make_responses(args.num_responses, args.samples_per_problem, args.seed)
+    warm_responses, warm_golds = make_responses(args.warmup, args.samples_per_problem, args.seed + 1)
     mean_chars = sum(map(len, responses)) / len(responses)
 
     load_before = os.getloadavg()[0]
+    for response, gold in zip(warm_responses, warm_golds):
+        score(response, gold)
     cpu_start, start = time.process_time(), time.perf_counter()
     serial = [score(response, gold)[0] for response, gold in zip(responses, golds)]
     serial_s, serial_cpu = time.perf_counter() - start, time.process_time() - cpu_start
 
     with MathVerifier(num_workers=args.workers, timeout_s=args.timeout_s) as verifier:
         verifier.wait_ready()
+        verifier.verify_batch(warm_responses, warm_golds)
         workers = [psutil.Process(pid) for pid in verifier.worker_pids]
         workers_cpu_start = sum(sum(worker.cpu_times()[:2]) for worker in workers)
         cpu_start, start = time.process_time(), time.perf_counter()
@@ -119,7 +129,8 @@ def main() -> None:
     print(f"{len(responses)} responses, mean {mean_chars:.0f} chars; statuses {count_statuses(results)}")
     print(f"{os.cpu_count()} cores, load average {load_before:.1f} before the run")
     print(f"{'mode':<24}{'wall s':>8}{'items/s':>9}{'CPU ms/item':>13}")
-    print(f"{'serial, in-process':<24}{serial_s:>8.2f}{serial_rate:>9.1f}{1e3 * serial_cpu / len(responses):>13.2f}")
+    serial_cpu_ms = 1e3 * serial_cpu / len(responses)
+    print(f"{'serial, in-process':<24}{serial_s:>8.2f}{serial_rate:>9.1f}{serial_cpu_ms:>13.2f}")
     stage_cpu_ms = 1e3 * (workers_cpu + parent_cpu) / len(responses)
     print(f"{f'stage, {args.workers} workers':<24}{stage_s:>8.2f}{stage_rate:>9.1f}{stage_cpu_ms:>13.2f}")
     print(f"  of which the dispatching process: {1e3 * parent_cpu / len(responses):.2f} CPU ms/item")

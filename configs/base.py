@@ -99,6 +99,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     ))
 
     c.eval = ml_collections.ConfigDict(dict(
+        enabled=True,             # held-out evaluation before, during and after training
         num_samples=4,            # samples per problem for avg@k / pass@k
         temperature=0.6,
         top_p=1.0,

@@ -2,7 +2,8 @@
 
     python -m rl_reason.evaluate --checkpoint=DIR --data=math500.jsonl [--data=aime24.jsonl]
         [--k=1,4,8] [--num_samples=8] [--temperature=0.6] [--top_p=1.0]
-        [--max_new_tokens=1024] [--multi_attempt=K] [--verifier=math] [--out=DIR]
+        [--max_new_tokens=1024] [--multi_attempt=K] [--verifier=math] [--max_problems=N]
+        [--out=DIR]
     python -m rl_reason.evaluate --config=configs/grpo.py --checkpoint=WORKDIR
 
 DIR is a Hugging Face folder (config.json, weights, tokenizer), or a training workdir
@@ -85,7 +86,7 @@ class EvalResults:
 
 
 def _generate(model, prompts, settings, *, greedy, rng, stop_token_ids, pad_id, mesh):
-    """(text, num_tokens, truncated) per prompt, in order, batch_size prompts per call."""
+    """(response token ids, truncated) per prompt, in order, batch_size prompts per call."""
     rows = []
     for call, start in enumerate(range(0, len(prompts), settings.batch_size)):
         out = sampling.generate(
@@ -245,7 +246,8 @@ def format_table(rows: list[tuple[str, dict]]) -> str:
 
 
 def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, out_dir: str | None = None,
-        verifier_name: str = "math", verifier_kwargs: dict | None = None) -> list[dict]:
+        verifier_name: str = "math", verifier_kwargs: dict | None = None,
+        max_problems: int = 0) -> list[dict]:
     """Evaluates `checkpoint` on each dataset; writes and prints the results (see module doc)."""
     # Imported here: run_setup serves the trainer, which may import this module.
     from rl_reason import models, run_setup, verifiers
@@ -263,6 +265,8 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
         benchmarks.append((name, spec, sources.load_records(spec)))
     if not data_specs:
         benchmarks.append((EMBEDDED_NAME, "embedded", synthetic.held_out_records(200)))
+    if max_problems:
+        benchmarks = [(name, spec, records[:max_problems]) for name, spec, records in benchmarks]
 
     model = models.load(path)
     tokenizer = models.load_tokenizer(path)
@@ -273,7 +277,8 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
         for name, spec, records in benchmarks:
             print(f"Evaluating {name}: {len(records)} problems", flush=True)
             result = evaluate_model(model, tokenizer, records, settings, verifier=verifier, **gen)
-            summary = dict(benchmark=name, data=spec, checkpoint=path, settings=dataclasses.asdict(settings),
+            summary = dict(benchmark=name, data=spec, checkpoint=path, max_problems=max_problems,
+                           settings=dataclasses.asdict(settings),
                            verifier=dict(name=verifier_name, **(verifier_kwargs or {})),
                            metrics=result.metrics)
             with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
@@ -286,6 +291,7 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
             table_rows.append((name, result.metrics))
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(summaries, f, indent=2)
+    print("Accuracy in %; timeouts are verifier items that hit the time limit (scored 0).")
     print(format_table(table_rows))
     print(f"Results and generations in {out_dir}", flush=True)
     return summaries
@@ -302,8 +308,10 @@ def main(argv=None) -> None:
     config_flag = config_flags.DEFINE_config_file("config", None, "Optional run config: its eval "
                                                   "settings, eval files and verifier are the defaults.")
     flags.DEFINE_string("checkpoint", None, "Hugging Face folder, or a training workdir with hf/.")
-    flags.DEFINE_multi_string("data", [], "Benchmark file (.jsonl/.json/.parquet or tfds:NAME/SPLIT); repeat.")
-    flags.DEFINE_list("k", None, f"k values for pass@k / avg@k / maj@k (default {DEFAULT_KS} up to num_samples).")
+    flags.DEFINE_multi_string("data", [], "Benchmark file (.jsonl/.json/.parquet or "
+                              "tfds:NAME/SPLIT); repeat for several.")
+    flags.DEFINE_list("k", None, "k values for pass@k / avg@k / maj@k (default: the config's, "
+                      f"else {DEFAULT_KS}, up to num_samples).")
     flags.DEFINE_integer("num_samples", None, "Samples per problem (0: greedy only).")
     flags.DEFINE_float("temperature", None, "Sampling temperature (default 0.6).")
     flags.DEFINE_float("top_p", None, "Nucleus sampling (default 1.0).")
@@ -316,6 +324,7 @@ def main(argv=None) -> None:
     flags.DEFINE_float("verifier_timeout_s", None, "Per-item verifier time limit (default 5).")
     flags.DEFINE_integer("verifier_workers", None, "Verifier processes (default: one per core, <= 16).")
     flags.DEFINE_string("out", None, "Output folder (default CHECKPOINT/eval).")
+    flags.DEFINE_integer("max_problems", None, "Evaluate the first N problems of each file (0: all).")
     flags.mark_flags_as_required(["checkpoint"])
     FLAGS = flags.FLAGS
 
@@ -324,15 +333,16 @@ def main(argv=None) -> None:
             raise app.UsageError(f"unexpected arguments: {args[1:]}")
         config = config_flag.value
         fields = dataclasses.asdict(EvalSettings.from_config(config)) if config else {}
-        given = {name: FLAGS[name].value for name in ("num_samples", "temperature", "top_p",
-                                                      "max_new_tokens", "seed") if FLAGS[name].value is not None}
+        given = {name: FLAGS[name].value
+                 for name in ("num_samples", "temperature", "top_p", "max_new_tokens", "seed")
+                 if FLAGS[name].value is not None}
         fields |= given | dict(multi_attempt=FLAGS.multi_attempt, greedy=FLAGS.greedy,
                                batch_size=FLAGS.batch_size)
         if FLAGS.k is not None:
             fields["ks"] = tuple(int(k) for k in FLAGS.k)
-        elif not config:
+        else:  # The default k list (the config's or DEFAULT_KS) up to --num_samples.
             samples = fields.get("num_samples", EvalSettings.num_samples)
-            fields["ks"] = tuple(k for k in DEFAULT_KS if k <= samples)
+            fields["ks"] = tuple(k for k in fields.get("ks", DEFAULT_KS) if k <= samples)
         settings = EvalSettings(**fields)
         data = list(FLAGS.data) or (list(config.data.eval) if config else [])
         verifier_name = FLAGS.verifier or (config.verifier.name if config else "math")
@@ -342,8 +352,10 @@ def main(argv=None) -> None:
             verifier_kwargs["timeout_s"] = FLAGS.verifier_timeout_s
         if FLAGS.verifier_workers is not None:
             verifier_kwargs["num_workers"] = FLAGS.verifier_workers
+        max_problems = FLAGS.max_problems if FLAGS.max_problems is not None else (
+            config.eval.max_problems if config else 0)
         run(FLAGS.checkpoint, data, settings, out_dir=FLAGS.out, verifier_name=verifier_name,
-            verifier_kwargs=verifier_kwargs)
+            verifier_kwargs=verifier_kwargs, max_problems=max_problems)
 
     app.run(_main, argv=argv)
 

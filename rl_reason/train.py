@@ -232,7 +232,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- evaluation, export
     def evaluate(self) -> dict:
-        if not self.eval_records:
+        if not self.eval_records or not self.config.eval.enabled:
             return {}
         with self.timer.phase("eval"):
             model = Model(self.state.params, self.model_config)

@@ -47,8 +47,11 @@ def _flat_groups(values, group_ids, valid, num_groups):
     shape = values.shape
     if group_ids is None:
         if values.ndim != 2:
-            raise ValueError(f"rewards must be [P, G] when group_ids is not given; got shape {shape}")
+            raise ValueError(f"rewards must be [P, G] when group_ids is not given; "
+                             f"got shape {shape}")
         P, G = shape
+        if num_groups not in (None, P):
+            raise ValueError(f"num_groups={num_groups} but rewards {shape} has {P} groups (rows)")
         group_ids = jnp.repeat(jnp.arange(P, dtype=jnp.int32), G)
         num_groups = P
     else:

@@ -44,7 +44,8 @@ class MathVerifier:
 
     name = "math"
 
-    def __init__(self, num_workers: int | None = None, timeout_s: float = 5.0, *, memory_limit_mb: int = 4096):
+    def __init__(self, num_workers: int | None = None, timeout_s: float = 5.0, *,
+                 memory_limit_mb: int = 4096):
         self.timeout_s = timeout_s
         self.num_workers = num_workers or default_num_workers()
         self._pool = WorkerPool(_TASK, self.num_workers, timeout_s, memory_limit_mb=memory_limit_mb)

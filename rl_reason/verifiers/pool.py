@@ -5,7 +5,8 @@ for why not multiprocessing's spawn/forkserver): it imports no JAX and shares no
 state with the trainer, which only ever sends it strings and reads back results.
 
 `map` hands items to idle workers one at a time, so a batch runs in parallel across
-workers and a slow item holds up only its own worker. An item that is still running
+workers and a slow item holds up only its own worker; each worker works through its
+own contiguous part of the batch first (cache locality), then helps the others. An item that is still running
 `timeout_s` after it was handed out is abandoned: the worker is SIGKILLed and a
 replacement started in the background (it takes the next items once it has
 imported its task), the item gets status "timeout", and the batch goes on. A worker
@@ -98,7 +99,10 @@ class WorkerPool:
         self.task = task
         self.timeout_s = float(timeout_s)
         self.startup_timeout_s = startup_timeout_s
-        self._command = [sys.executable, "-m", "rl_reason.verifiers.worker", task, str(int(memory_limit_mb))]
+        # -P: the working directory is not put first on the worker's path, so a stray
+        # math.py (or any stdlib name) next to the caller cannot shadow a real module.
+        self._command = [sys.executable, "-P", "-m", "rl_reason.verifiers.worker", task,
+                         str(int(memory_limit_mb))]
         self._env = dict(os.environ)
         self._env["PYTHONPATH"] = os.pathsep.join(entry for entry in sys.path if entry)
         self._selector = selectors.DefaultSelector()
@@ -106,22 +110,22 @@ class WorkerPool:
         self._finalizer = weakref.finalize(self, _kill_all, self._workers)
         self._closed = False
         for _ in range(num_workers):
-            self._start_worker()
+            self._workers.append(self._start_worker())
 
     @property
     def pids(self) -> list[int]:
         return [worker.process.pid for worker in self._workers]
 
-    def _start_worker(self) -> None:
+    def _start_worker(self) -> _Worker:
         worker = _Worker(self._command, self._env)
-        self._workers.append(worker)
         self._selector.register(worker.fd, selectors.EVENT_READ, worker)
+        return worker
 
     def _replace(self, worker: _Worker) -> None:
+        """Kills `worker` and starts a fresh one in its slot (slots own parts of a batch)."""
         self._selector.unregister(worker.fd)
         worker.kill()
-        self._workers.remove(worker)
-        self._start_worker()
+        self._workers[self._workers.index(worker)] = self._start_worker()
 
     def wait_ready(self) -> None:
         """Blocks until every worker has imported its task (e.g. before timing a batch)."""
@@ -137,10 +141,16 @@ class WorkerPool:
         if self._closed:
             raise RuntimeError("WorkerPool.map called after close()")
         outcomes: list[TaskOutcome | None] = [None] * len(items)
-        pending = collections.deque(range(len(items)))
+        # Each worker slot owns a contiguous run of the batch and takes its items in
+        # order: neighbouring items (a GRPO group shares its gold answer and often its
+        # answer strings) then hit the same worker's math-verify caches. An idle slot
+        # steals from the end of the longest run, which keeps the load balanced.
+        slots = len(self._workers)
+        pending = [collections.deque(range(len(items) * s // slots, len(items) * (s + 1) // slots))
+                   for s in range(slots)]
         try:
-            while pending or any(worker.item is not None for worker in self._workers):
-                self._dispatch(items, pending, outcomes)
+            while any(pending) or any(worker.item is not None for worker in self._workers):
+                self._dispatch(items, pending)
                 for key, _ in self._selector.select(self._wait_s()):
                     self._receive(key.data, outcomes)
                 self._enforce_limits(outcomes)
@@ -152,14 +162,19 @@ class WorkerPool:
             raise
         return outcomes
 
-    def _dispatch(self, items, pending, outcomes) -> None:
-        for worker in list(self._workers):
-            if not pending:
-                return
+    def _dispatch(self, items, pending: list[collections.deque]) -> None:
+        for slot, worker in enumerate(list(self._workers)):
             if not worker.ready or worker.item is not None:
                 continue
-            index = pending.popleft()
-            frame = protocol.encode_frame((index, tuple(items[index]), self.timeout_s * _SOFT_LIMIT_FRACTION))
+            if pending[slot]:
+                queue, index = pending[slot], pending[slot].popleft()
+            else:
+                queue = max(pending, key=len)
+                if not queue:
+                    return
+                index = queue.pop()
+            soft_limit_s = self.timeout_s * _SOFT_LIMIT_FRACTION
+            frame = protocol.encode_frame((index, tuple(items[index]), soft_limit_s))
             worker.item, worker.dispatched_at = index, time.monotonic()
             try:
                 worker.process.stdin.write(frame)
@@ -167,13 +182,14 @@ class WorkerPool:
             except (BrokenPipeError, OSError):
                 # The worker died while idle; the item is not to blame and goes back.
                 worker.item = None
-                pending.appendleft(index)
+                queue.appendleft(index)
                 self._replace(worker)
 
     def _wait_s(self) -> float:
         now = time.monotonic()
         deadlines = [
-            worker.dispatched_at + self.timeout_s if worker.ready else worker.started_at + self.startup_timeout_s
+            worker.dispatched_at + self.timeout_s if worker.ready
+            else worker.started_at + self.startup_timeout_s
             for worker in self._workers
             if worker.item is not None or not worker.ready
         ]
@@ -217,7 +233,8 @@ class WorkerPool:
             )
         if worker.item is not None:
             elapsed = time.monotonic() - worker.dispatched_at
-            outcomes[worker.item] = TaskOutcome("error", error=f"worker died (exit code {code})", elapsed_s=elapsed)
+            outcomes[worker.item] = TaskOutcome(
+                "error", error=f"worker died (exit code {code})", elapsed_s=elapsed)
             worker.item = None
         self._replace(worker)
 

@@ -84,7 +84,8 @@ def main(argv: list[str]) -> int:
         try:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ValueError, OSError) as error:  # macOS refuses RLIMIT_AS below its reservations
-            print(f"verifier worker: memory limit not applied ({error}); time limit still holds", file=sys.stderr)
+            print(f"verifier worker: memory limit not applied ({error}); the time limit still holds",
+                  file=sys.stderr)
     signal.signal(signal.SIGALRM, _on_alarm)
     replies.write(encode_frame(("ready", os.getpid())))
     replies.flush()

@@ -103,6 +103,8 @@ def test_out_of_range_group_ids_are_an_error():
         adv.grpo_advantages(jnp.array([1.0, 0.0]), jnp.array([0, 2]), num_groups=2)
     with pytest.raises(ValueError, match=r"\[P, G\]"):
         adv.grpo_advantages(jnp.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match="num_groups=3"):
+        adv.grpo_advantages(jnp.ones((2, 2)), num_groups=3)
 
 
 def test_r3l_positive_amplification():

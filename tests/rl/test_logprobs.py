@@ -46,8 +46,8 @@ def tokens():
 def reference(model, tokens, temperature):
     """log p(token t | :t) from the full logits, 0 where there is no prediction."""
     logits = np.asarray(model_lib.logits(model, tokens, VALID), np.float64) / temperature
-    log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(
-        -1, keepdims=True)) - logits.max(-1, keepdims=True)
+    top = logits.max(-1, keepdims=True)
+    log_probs = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
     tokens = np.asarray(tokens)
     logp = np.zeros(tokens.shape)
     entropy = np.zeros(tokens.shape)
