@@ -52,6 +52,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         temperature=1.0,
         top_p=1.0,
         top_k=0,
+        # Rows per sampler call (0 = all of a step's rows at once). Bounds the KV cache:
+        # layers * rows * (prompt + new tokens) * kv_heads * head_dim * 2 values.
+        max_sample_batch=0,
     ))
 
     # The policy loss (METHODS.md section 0/0b); methods may override defaults.

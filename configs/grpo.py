@@ -44,14 +44,14 @@ def apply_variant(c, arg: str) -> None:
             c.model.update(dtype="bfloat16", param_dtype="float32", remat=True,
                            logprob_chunk=1024)
             c.rollout.update(prompts_per_step=64, group_size=8, max_prompt_len=1024,
-                             max_new_tokens=3072)
+                             max_new_tokens=3072, max_sample_batch=128)
             c.mesh.update(data=1, fsdp=-1, tensor=1)
         elif part == "qwen3_4b":
             real_math_run(c)
             c.model.update(dtype="bfloat16", param_dtype="float32", remat=True,
                            logprob_chunk=1024)
             c.rollout.update(prompts_per_step=128, group_size=16, max_prompt_len=1024,
-                             max_new_tokens=8192)
+                             max_new_tokens=8192, max_sample_batch=256)
             # TPU pod slice: parameters and optimizer state fully sharded over every
             # chip, heads split 4 ways inside a host.
             c.mesh.update(data=1, fsdp=-1, tensor=4)

@@ -1,7 +1,8 @@
 """The rollout stage every method shares: sample responses for requests, verify them.
 
-Requests with the same generation length are sampled in one call of the sampler, so
-a step costs one jitted decode loop per distinct length, whatever the method.
+Requests with the same generation length are sampled together, so a step costs one
+jitted decode loop per distinct length (per `rollout.max_sample_batch` rows, when set
+to bound the KV cache), whatever the method.
 """
 
 from __future__ import annotations
@@ -48,18 +49,21 @@ class RolloutEngine:
                 owners += [i] * requests[i].num_samples
             if not prompts:
                 continue
-            with self._phase("sampling"):
-                out = sampling.generate(
-                    model, prompts, max_new_tokens=max_new,
-                    rng=jax.random.fold_in(rng, call), temperature=self.cfg.temperature,
-                    top_p=self.cfg.top_p, top_k=self.cfg.top_k,
-                    stop_token_ids=self.stop_token_ids, pad_id=self.pad_id, mesh=self.mesh)
-            for row, i in enumerate(owners):
-                n = int(out.lengths[row])
-                per_request.setdefault(i, []).append(
-                    (out.tokens[row, :n].tolist(), np.asarray(out.logprobs[row, :n]),
-                     bool(out.truncated[row])))
-                self.generated_tokens += n
+            chunk = getattr(self.cfg, "max_sample_batch", 0) or len(prompts)
+            for start in range(0, len(prompts), chunk):
+                with self._phase("sampling"):
+                    out = sampling.generate(
+                        model, prompts[start:start + chunk], max_new_tokens=max_new,
+                        rng=jax.random.fold_in(jax.random.fold_in(rng, call), start),
+                        temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                        top_k=self.cfg.top_k, stop_token_ids=self.stop_token_ids,
+                        pad_id=self.pad_id, mesh=self.mesh)
+                for row, i in enumerate(owners[start:start + chunk]):
+                    n = int(out.lengths[row])
+                    per_request.setdefault(i, []).append(
+                        (out.tokens[row, :n].tolist(), np.asarray(out.logprobs[row, :n]),
+                         bool(out.truncated[row])))
+                    self.generated_tokens += n
 
         flat = [(requests[i], *item) for i in range(len(requests))
                 for item in per_request.get(i, [])]

@@ -1,0 +1,148 @@
+"""Plan a run's sharding on a pod without its devices: abstract shapes only.
+
+    python -m rl_reason.plan --config=configs/grpo.py:qwen3_4b --preset=qwen3-4b-base \
+        --devices=64 --hbm_gib=16
+
+Builds the config's mesh as a jax.sharding.AbstractMesh over `devices` chips, places
+the abstract parameters and AdamW state with the project's partition rules, and
+prints what each chip holds: parameters, gradients, optimizer moments, the frozen
+reference (when KL is on) and the sampler's KV cache for one call of
+`rollout.max_sample_batch` rows. Activations of the update are not counted (they
+depend on remat and the minibatch size); the headroom left for them is printed.
+Nothing is allocated, so a 70B plan runs on a laptop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import AbstractMesh, AxisType
+
+from rl_reason import sharding, train_step
+from rl_reason.models.config import ModelConfig
+
+GIB = 2 ** 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    mesh_shape: dict[str, int]
+    bytes_per_device: dict[str, float]   # parameters, gradients, optimizer, reference, kv_cache
+    replicated_params: list[str]         # parameters no mesh axis could split
+    hbm_bytes: float
+
+    @property
+    def total(self) -> float:
+        return sum(self.bytes_per_device.values())
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.hbm_bytes
+
+    def table(self) -> str:
+        lines = [f"mesh {self.mesh_shape} ({math.prod(self.mesh_shape.values())} chips)"]
+        for name, b in self.bytes_per_device.items():
+            lines.append(f"  {name:<12} {b / GIB:8.2f} GiB per chip")
+        lines.append(f"  {'total':<12} {self.total / GIB:8.2f} GiB of {self.hbm_bytes / GIB:.0f} "
+                     f"GiB ({'fits' if self.fits else 'DOES NOT FIT'}; "
+                     f"{(self.hbm_bytes - self.total) / GIB:.2f} GiB left for activations)")
+        if self.replicated_params:
+            lines.append("  replicated (no axis divides them): "
+                         + ", ".join(self.replicated_params))
+        return "\n".join(lines)
+
+
+def abstract_mesh(config, num_devices: int) -> AbstractMesh:
+    sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        sizes[sizes.index(-1)] = num_devices // known
+    if math.prod(sizes) != num_devices:
+        raise ValueError(f"mesh data={config.mesh.data}, fsdp={config.mesh.fsdp}, "
+                         f"tensor={config.mesh.tensor} does not fit {num_devices} devices")
+    return AbstractMesh(tuple(sizes), sharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
+def _per_device_bytes(abstract_tree, shardings_tree) -> float:
+    def one(x, s):
+        shard = s.shard_shape(x.shape)
+        return math.prod(shard) * jnp.dtype(x.dtype).itemsize
+    return float(sum(jax.tree.leaves(jax.tree.map(one, abstract_tree, shardings_tree))))
+
+
+def plan(config, model_config: ModelConfig, num_devices: int, hbm_gib: float) -> Plan:
+    mesh = abstract_mesh(config, num_devices)
+    model_config = dataclasses.replace(model_config, dtype=config.model.dtype,
+                                       param_dtype=config.model.param_dtype)
+    params_sh = sharding.param_shardings(model_config, mesh)
+    abstract = sharding._param_shapes(model_config)
+    optimizer = train_step.make_optimizer(config.optim)
+    opt_abstract = jax.eval_shape(optimizer.init, abstract)
+    state_sh = train_step.state_shardings(params_sh, optimizer, abstract, mesh)
+
+    params = _per_device_bytes(abstract, params_sh)
+    sizes = {"parameters": params, "gradients": params,
+             "optimizer": _per_device_bytes(opt_abstract, state_sh.opt_state)}
+    if config.loss.kl_coef > 0:
+        sizes["reference"] = params
+    rows = config.rollout.max_sample_batch or (config.rollout.prompts_per_step
+                                               * config.rollout.group_size)
+    # Rows are padded to the data-parallel size, slots to the sampler's buckets.
+    rows = -(-rows // sharding.data_parallel_size(mesh)) * sharding.data_parallel_size(mesh)
+    slots = config.rollout.max_prompt_len + config.rollout.max_new_tokens
+    cache_sh = sharding.cache_sharding(model_config, rows, slots, mesh)
+    cache = jax.ShapeDtypeStruct(
+        (model_config.num_layers, rows, slots, model_config.num_kv_heads, model_config.head_dim),
+        jnp.dtype(config.model.dtype))
+    sizes["kv_cache"] = 2 * _per_device_bytes(cache, cache_sh)   # keys and values
+
+    # Dimensions whose logical axis maps to mesh axes that do not divide them.
+    replicated = []
+    axes = sharding.param_logical_axes(model_config)
+    for (path, sh), (_, logical), (_, shape) in zip(
+            jax.tree_util.tree_leaves_with_path(params_sh),
+            jax.tree_util.tree_leaves_with_path(axes, is_leaf=lambda x: isinstance(x, tuple)),
+            jax.tree_util.tree_leaves_with_path(abstract)):
+        for dim, (name, spec) in enumerate(zip(logical, sh.spec)):
+            if sharding.LOGICAL_TO_MESH[name] is not None and spec is None:
+                key = "/".join(str(getattr(k, "key", k)) for k in path)
+                replicated.append(f"{key}[{dim}]={shape.shape[dim]} ({name})")
+    return Plan(dict(mesh.shape), sizes, replicated, hbm_gib * GIB)
+
+
+def main(argv=None) -> None:
+    import argparse
+    import os
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, root)
+    from ml_collections import config_flags  # noqa: F401  (config files import it)
+    from rl_reason.models import get_preset
+    import importlib.util
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="configs/<method>.py[:variant]")
+    parser.add_argument("--preset", required=True, help="model preset, e.g. qwen3-4b-base")
+    parser.add_argument("--devices", type=int, required=True, help="chips in the slice")
+    parser.add_argument("--hbm_gib", type=float, default=16.0,
+                        help="memory per chip (v5e 16, v6e 32, v5p 95, H100 80)")
+    args = parser.parse_args(argv)
+    path, _, variant = args.config.partition(":")
+    spec = importlib.util.spec_from_file_location("plan_config", path)
+    if spec is None or not os.path.isfile(path):
+        parser.error(f"no config file {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant)
+    result = plan(config, get_preset(args.preset), args.devices, args.hbm_gib)
+    print(f"{args.preset} with {args.config} on {args.devices} chips:")
+    print(result.table())
+    if not result.fits:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
