@@ -3,13 +3,20 @@
     python -m rl_reason.evaluate --checkpoint=DIR --data=math500.jsonl [--data=aime24.jsonl]
         [--k=1,4,8] [--num_samples=8] [--temperature=0.6] [--top_p=1.0]
         [--max_new_tokens=1024] [--multi_attempt=K] [--verifier=math] [--max_problems=N]
-        [--out=DIR]
+        [--problem_key=KEY] [--answer_key=KEY] [--out=DIR]
     python -m rl_reason.evaluate --config=configs/grpo.py --checkpoint=WORKDIR
 
 DIR is a Hugging Face folder (config.json, weights, tokenizer), or a training workdir
 whose exported `hf/` folder is used. With --config, the run's eval settings, eval
-files and verifier are the defaults (explicit flags win); with neither --config nor
---data, the embedded task's held-out split is evaluated.
+files, data keys and verifier are the defaults (explicit flags win); with neither
+--config nor --data, the embedded task's held-out split is evaluated.
+
+Benchmark files are read by rl_reason/data/sources.py: JSON Lines, a JSON array or
+Parquet, one problem per row; the problem and answer fields are detected per file
+(problem / question / prompt; answer / ground_truth / reward_model.ground_truth /
+final_answer / solution), so MATH500, AIME24/25, AMC23, Minerva, OlympiadBench and
+GSM8K ("... #### 42") load as distributed; --problem_key / --answer_key (dots for
+nested fields) override the detection for every file.
 
 Per benchmark (METHODS.md, "Evaluation protocol"): plain prompts, no hints or
 feedback; greedy accuracy; num_samples samples per problem at the given temperature
@@ -247,8 +254,12 @@ def format_table(rows: list[tuple[str, dict]]) -> str:
 
 def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, out_dir: str | None = None,
         verifier_name: str = "math", verifier_kwargs: dict | None = None,
-        max_problems: int = 0) -> list[dict]:
-    """Evaluates `checkpoint` on each dataset; writes and prints the results (see module doc)."""
+        max_problems: int = 0, problem_key: str | None = None, answer_key: str | None = None,
+        tfds_data_dir: str | None = None) -> list[dict]:
+    """Evaluates `checkpoint` on each dataset; writes and prints the results (see module doc).
+
+    problem_key / answer_key: the fields to read from every data file (None: detect).
+    """
     # Imported here: run_setup serves the trainer, which may import this module.
     from rl_reason import models, run_setup, verifiers
     from rl_reason.data import sources, synthetic
@@ -262,7 +273,9 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
         while name in names:
             name += "_"
         names.add(name)
-        benchmarks.append((name, spec, sources.load_records(spec)))
+        data_dir = tfds_data_dir if spec.startswith("tfds:") else None
+        benchmarks.append((name, spec, sources.load_records(
+            spec, problem_key=problem_key, answer_key=answer_key, data_dir=data_dir)))
     if not data_specs:
         benchmarks.append((EMBEDDED_NAME, "embedded", synthetic.held_out_records(200)))
     if max_problems:
@@ -278,6 +291,7 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
             print(f"Evaluating {name}: {len(records)} problems", flush=True)
             result = evaluate_model(model, tokenizer, records, settings, verifier=verifier, **gen)
             summary = dict(benchmark=name, data=spec, checkpoint=path, max_problems=max_problems,
+                           data_keys=dict(problem_key=problem_key, answer_key=answer_key),
                            settings=dataclasses.asdict(settings),
                            verifier=dict(name=verifier_name, **(verifier_kwargs or {})),
                            metrics=result.metrics)
@@ -325,6 +339,11 @@ def main(argv=None) -> None:
     flags.DEFINE_integer("verifier_workers", None, "Verifier processes (default: one per core, <= 16).")
     flags.DEFINE_string("out", None, "Output folder (default CHECKPOINT/eval).")
     flags.DEFINE_integer("max_problems", None, "Evaluate the first N problems of each file (0: all).")
+    flags.DEFINE_string("problem_key", None, "Problem field of every data file, dots for nested "
+                        "fields (default: the config's, else detected per file).")
+    flags.DEFINE_string("answer_key", None, "Answer field of every data file (default: the "
+                        "config's, else detected per file).")
+    flags.DEFINE_string("tfds_data_dir", None, "Where prepared TFDS datasets live (tfds: specs).")
     flags.mark_flags_as_required(["checkpoint"])
     FLAGS = flags.FLAGS
 
@@ -354,8 +373,13 @@ def main(argv=None) -> None:
             verifier_kwargs["num_workers"] = FLAGS.verifier_workers
         max_problems = FLAGS.max_problems if FLAGS.max_problems is not None else (
             config.eval.max_problems if config else 0)
+        data_config = config.data if config else None
+        # '' in a config means "detect", as for training.
+        keys = {name: (FLAGS[name].value if FLAGS[name].value is not None else
+                       getattr(data_config, name, None)) or None
+                for name in ("problem_key", "answer_key", "tfds_data_dir")}
         run(FLAGS.checkpoint, data, settings, out_dir=FLAGS.out, verifier_name=verifier_name,
-            verifier_kwargs=verifier_kwargs, max_problems=max_problems)
+            verifier_kwargs=verifier_kwargs, max_problems=max_problems, **keys)
 
     app.run(_main, argv=argv)
 

@@ -80,8 +80,12 @@ def default_cache_dir() -> str:
 
 
 def is_complete(path: str) -> bool:
-    return all(os.path.isfile(os.path.join(path, f))
-               for f in (hf.CONFIG_FILE, "tokenizer.json", STATS_FILE))
+    """Whether `path` holds a whole base policy: config, weights, tokenizer and stats."""
+    def has(name: str) -> bool:
+        return os.path.isfile(os.path.join(path, name))
+
+    return (all(has(f) for f in (hf.CONFIG_FILE, "tokenizer.json", STATS_FILE))
+            and (has(hf.SINGLE_FILE) or has(hf.INDEX_FILE)))
 
 
 def ensure_base_policy(cache_dir: str | None = None) -> str:
@@ -357,6 +361,7 @@ def build_base_policy(out: str, s: Settings) -> dict:
 
 def _publish(staging: str, out: str) -> None:
     """Atomic rename into place; an older folder at `out` is moved aside first."""
+    os.chmod(staging, 0o755)   # mkdtemp makes it 0700; a shared cache must be readable
     if os.path.exists(out):
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
         os.rename(out, os.path.join(old, "previous"))

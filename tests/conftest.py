@@ -1,4 +1,5 @@
-"""Test-wide settings: 8 simulated CPU devices for the sharding tests.
+"""Test-wide settings: 8 simulated CPU devices for the sharding tests, a persistent
+compilation cache.
 
 Set before JAX is imported anywhere; single-device code still runs on device 0.
 """
@@ -10,6 +11,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The trainer tests build the same tiny step functions many times (each Trainer jits
+# its own closures); a persistent compilation cache turns the repeats into loads.
+# Subprocess tests inherit it through the environment.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # noqa: E402
 

@@ -130,6 +130,37 @@ def test_context_overflow_is_a_clear_error(checkpoint, data_file):
                                 verifier=LengthParityVerifier(), stop_token_ids=(1,), pad_id=0)
 
 
+def test_run_reads_benchmark_formats_with_detected_or_given_keys(checkpoint, tmp_path, monkeypatch):
+    """GSM8K's "#### 42" answers and OlympiadBench's final_answer lists load as is; other
+    field names need --problem_key/--answer_key. The model is stubbed: loading is the point."""
+    gsm8k = tmp_path / "gsm8k_test.jsonl"
+    gsm8k.write_text(json.dumps({"question": "What is 6*7?", "answer": "6*7=42.\n#### 42"}) + "\n")
+    olympiad = tmp_path / "olympiadbench.jsonl"
+    olympiad.write_text(json.dumps({"question": "What is 9-4?", "final_answer": ["5"]}) + "\n")
+    custom = tmp_path / "custom.jsonl"
+    custom.write_text(json.dumps({"input": "What is 2+3?", "target": {"value": 5}}) + "\n")
+    seen = []
+
+    def fake_evaluate_model(model, tokenizer, records, settings, **kwargs):
+        seen.append([(r.problem, r.answer) for r in records])
+        return evaluate.EvalResults({"num_problems": len(records), "greedy_accuracy": 1.0}, [])
+
+    monkeypatch.setattr(evaluate, "evaluate_model", fake_evaluate_model)
+    settings = evaluate.EvalSettings(num_samples=0)
+    summaries = evaluate.run(checkpoint, [str(gsm8k), str(olympiad)], settings, out_dir=str(tmp_path / "a"),
+                             verifier_name="exact_int")
+    assert seen == [[("What is 6*7?", "42")], [("What is 9-4?", "5")]]
+    assert [s["benchmark"] for s in summaries] == ["gsm8k_test", "olympiadbench"]
+    assert summaries[0]["data_keys"] == {"problem_key": None, "answer_key": None}
+    with pytest.raises(ValueError, match="no problem field"):
+        evaluate.run(checkpoint, [str(custom)], settings, out_dir=str(tmp_path / "b"), verifier_name="exact_int")
+    [summary] = evaluate.run(checkpoint, [str(custom)], settings, out_dir=str(tmp_path / "c"),
+                             verifier_name="exact_int", problem_key="input", answer_key="target.value")
+    assert seen[-1] == [("What is 2+3?", "5")]
+    with open(tmp_path / "c" / "custom.json") as f:
+        assert json.load(f)["data_keys"] == {"problem_key": "input", "answer_key": "target.value"}
+
+
 @pytest.mark.slow
 def test_command_line(checkpoint, data_file, tmp_path):
     command = [sys.executable, "-m", "rl_reason.evaluate", f"--checkpoint={checkpoint}", f"--data={data_file}",
@@ -138,3 +169,14 @@ def test_command_line(checkpoint, data_file, tmp_path):
     assert "tiny_bench" in output and "pass@2" in output
     with open(tmp_path / "tiny_bench.json") as f:
         assert set(json.load(f)["metrics"]) >= {"greedy_accuracy", "avg@2", "pass@1", "pass@2", "maj@2"}
+    # Files with other field names, via --problem_key / --answer_key.
+    custom = tmp_path / "custom.jsonl"
+    custom.write_text("".join(json.dumps({"input": q, "target": {"value": a}}) + "\n" for q, a in PROBLEMS))
+    command = [sys.executable, "-m", "rl_reason.evaluate", f"--checkpoint={checkpoint}", f"--data={custom}",
+               "--num_samples=0", "--max_new_tokens=4", "--verifier=exact_int", f"--out={tmp_path}",
+               "--problem_key=input", "--answer_key=target.value"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    with open(tmp_path / "custom.json") as f:
+        summary = json.load(f)
+    assert summary["data_keys"] == {"problem_key": "input", "answer_key": "target.value"}
+    assert summary["metrics"]["num_problems"] == 3

@@ -11,8 +11,12 @@ row; explicit keys always win over detection:
    `reward_model.ground_truth`) is recognised as a whole.
 2. Otherwise the first field present, in this order:
      problem: problem, question, prompt
-     answer:  answer, ground_truth, reward_model.ground_truth, solution
+     answer:  answer, ground_truth, reward_model.ground_truth, final_answer, solution
    (`solution` is last because it is usually a worked derivation, not the answer.)
+
+This covers the usual copies of the math benchmarks as they are: MATH500 and AIME
+(problem, answer), AMC23 / Minerva / AIME25 (question, answer), OlympiadBench
+(question, final_answer) and GSM8K (question, answer).
 
 Keys may be nested with dots ("reward_model.ground_truth", "extra_info.question"); a
 field literally named with a dot is tried first. A problem that is a chat list becomes
@@ -27,12 +31,17 @@ text: ids are not guessed from columns such as "id", because per-file numbering
 collides when files are combined; such columns stay in meta.
 
 Answers that are numbers become strings (integral floats as integers: pandas stores
-integer columns that have gaps as floats). An empty problem or answer counts as missing.
+integer columns that have gaps as floats). A list holding one answer is that answer
+(OlympiadBench's final_answer is ["..."]); longer lists are refused as ambiguous. An
+answer holding GSM8K's "<worked solution>\n#### 1,234" is the text after the last
+"####", with thousands separators of a number dropped ("1234"). An empty problem or
+answer counts as missing.
 """
 
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -41,7 +50,10 @@ import numpy as np
 from rl_reason.data.record import Record, problem_id
 
 PROBLEM_ALIASES = ("problem", "question", "prompt")
-ANSWER_ALIASES = ("answer", "ground_truth", "reward_model.ground_truth", "solution")
+ANSWER_ALIASES = ("answer", "ground_truth", "reward_model.ground_truth", "final_answer", "solution")
+# GSM8K's answer field: the worked solution, then "#### <final answer>".
+_GSM8K_MARK = "####"
+_GROUPED_NUMBER = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 SOURCE_FIELD = "data_source"
 _VERL_PROBLEM, _VERL_ANSWER = "prompt", "reward_model.ground_truth"
 
@@ -287,6 +299,8 @@ def _to_record(
 
 
 def _answer_text(value: Any, key: str, where: str) -> str:
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]
     if isinstance(value, bool):
         raise ValueError(f"{where}: answer (field {key!r}) is a boolean ({value}); expected text or a number")
     if isinstance(value, float):
@@ -305,6 +319,12 @@ def _answer_text(value: Any, key: str, where: str) -> str:
         raise ValueError(
             f"{where}: answer (field {key!r}) must be text or a number, got {kind}: {value!r:.80}"
         )
+    if _GSM8K_MARK in value:
+        value = value.rpartition(_GSM8K_MARK)[2].strip()
+        if not value:
+            raise ValueError(f"{where}: missing answer after {_GSM8K_MARK!r} (field {key!r})")
+        if _GROUPED_NUMBER.fullmatch(value):
+            value = value.replace(",", "")
     return value.strip()
 
 

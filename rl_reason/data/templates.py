@@ -235,12 +235,21 @@ def render_prompt(tokenizer, messages: Sequence[Message], response_prefix: str =
     return apply_chat(tokenizer, list(messages), add_generation_prompt=True) + response_prefix
 
 
+def _adds_bos(tokenizer, bos: int) -> bool:
+    ids = tokenizer.encode("a", add_special_tokens=True)
+    return bool(ids) and ids[0] == bos
+
+
 def encode_prompt(tokenizer, messages: Sequence[Message], response_prefix: str = "") -> list[int]:
     """Token ids of render_prompt. The prefix is encoded on its own and appended, so
     the split matches the one at generation time (prompt tokens, then response tokens).
-    The rendered chat already holds any special tokens, hence add_special_tokens=False."""
+    A chat template writes its own special tokens, hence add_special_tokens=False; a
+    tokenizer that normally starts text with BOS (Llama 3 base) still gets it once."""
     ids = tokenizer.encode(apply_chat(tokenizer, list(messages), add_generation_prompt=True),
                            add_special_tokens=False)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and (not ids or ids[0] != bos) and _adds_bos(tokenizer, bos):
+        ids = [bos] + ids
     if response_prefix:
         ids = ids + tokenizer.encode(response_prefix, add_special_tokens=False)
     return ids

@@ -65,13 +65,28 @@ def build_tokenizer(corpus_texts: Iterable[str], path: str,
     back through transformers (so callers use exactly what a checkpoint user gets).
 
     vocab_size counts the 256 byte symbols and the 4 special tokens, so it must be
-    above 260; the corpus decides how many merges fill the rest.
+    above 260; it is an upper bound: the corpus decides how many merges fill the rest
+    (a merge needs a pair seen at least twice).
     """
     minimum = 256 + len(SPECIAL_TOKENS)
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise ValueError(f"tokenizer_builder.build_tokenizer: vocab_size must be an integer, "
+                         f"got {vocab_size!r}")
     if vocab_size <= minimum:
         raise ValueError(f"tokenizer_builder.build_tokenizer: vocab_size={vocab_size} leaves no "
                          f"room for merges; it must exceed {minimum} (bytes + special tokens)")
-    raw = _raw_tokenizer(corpus_texts, vocab_size)
+    # A list, so it can be checked here and the caller may pass a generator.
+    texts = list(corpus_texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"tokenizer_builder.build_tokenizer: corpus item {i} is "
+                             f"{type(text).__name__}, expected str")
+    # Without text the trainer silently returns a bytes-only tokenizer, which would make
+    # every sequence several times longer; an empty corpus is a caller's bug.
+    if not any(text.strip() for text in texts):
+        raise ValueError("tokenizer_builder.build_tokenizer: the corpus is empty (no non-blank "
+                         "text to learn merges from)")
+    raw = _raw_tokenizer(texts, vocab_size)
     for i, token in enumerate(SPECIAL_TOKENS):
         if raw.token_to_id(token) != i:
             raise RuntimeError(f"tokenizer_builder: special token {token} got id "

@@ -155,6 +155,69 @@ def test_not_utf8_line(tmp_path):
         load_records(path)
 
 
+# ---- The math benchmarks as they are usually distributed ---------------------------
+
+BENCHMARK_ROWS = {
+    # name: (row as distributed, expected problem, expected answer)
+    "math500": ({"problem": "Compute $\\dbinom{8}{4}$.", "solution": "... $\\boxed{70}$.",
+                 "answer": "70", "subject": "Counting", "level": 2, "unique_id": "test/c/1.json"},
+                "Compute $\\dbinom{8}{4}$.", "70"),
+    "aime24": ({"id": 60, "problem": "Find $m+n$.", "solution": "...", "answer": "204",
+                "url": "https://..."}, "Find $m+n$.", "204"),
+    "aime25": ({"problem": "Find the sum.", "answer": 70, "id": "0"}, "Find the sum.", "70"),
+    "amc23": ({"id": 0, "question": "How many miles?", "answer": 27.0, "url": "..."},
+              "How many miles?", "27"),
+    "minerva": ({"question": "Compute the rate.", "answer": "2.5e-3", "type": "x"},
+                "Compute the rate.", "2.5e-3"),
+    "olympiadbench": ({"id": 1606, "question": "Find $x$.", "solution": ["..."],
+                       "final_answer": ["$\\frac{1}{2}$"], "is_multiple_answer": False,
+                       "unit": None, "answer_type": "Numerical"},
+                      "Find $x$.", "$\\frac{1}{2}$"),
+    "gsm8k": ({"question": "How many clips?",
+               "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips.\n#### 72"},
+              "How many clips?", "72"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARK_ROWS))
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_benchmark_files_load_as_distributed(name, suffix, tmp_path):
+    row, problem, answer = BENCHMARK_ROWS[name]
+    path = tmp_path / f"{name}{suffix}"
+    if suffix == ".jsonl":
+        write_jsonl(path, [row])
+    else:
+        pq.write_table(pa.Table.from_pylist([row]), path)
+    (record,) = load_records(path)
+    assert (record.problem, record.answer, record.source) == (problem, answer, path.name)
+
+
+def test_gsm8k_final_answer_and_its_errors(tmp_path):
+    rows = [{"question": "a", "answer": "Work.\n#### 1,234"},
+            {"question": "b", "answer": "Work.\n####-5"},
+            {"question": "c", "answer": "#### 3/4 "},
+            {"question": "d", "answer": "1,234"}]  # no ####: left as written
+    records = load_records(write_jsonl(tmp_path / "gsm8k.jsonl", rows))
+    assert [r.answer for r in records] == ["1234", "-5", "3/4", "1,234"]
+    path = write_jsonl(tmp_path / "cut.jsonl", [{"question": "a", "answer": "Work.\n####  "}])
+    with pytest.raises(ValueError, match=r"cut\.jsonl: line 1: missing answer after '####'"):
+        load_records(path)
+
+
+def test_answer_lists_of_one_are_unwrapped_longer_ones_refused(tmp_path):
+    path = write_jsonl(tmp_path / "ob.jsonl", [{"question": "a", "final_answer": [3]}])
+    assert load_records(path)[0].answer == "3"
+    path = write_jsonl(tmp_path / "two.jsonl", [{"question": "a", "final_answer": ["1", "2"]}])
+    with pytest.raises(ValueError, match=r"two\.jsonl: line 1: answer .* must be text or a number, got list"):
+        load_records(path)
+
+
+def test_custom_keys_for_files_with_other_names(tmp_path):
+    path = write_jsonl(tmp_path / "custom.jsonl", [{"input": "What is 1+1?", "target": {"value": 2}}])
+    (record,) = load_records(path, problem_key="input", answer_key="target.value")
+    assert (record.problem, record.answer) == ("What is 1+1?", "2")
+
+
 # ---- Parquet, verl's schema -------------------------------------------------------
 
 VERL_SCHEMA = pa.schema(
