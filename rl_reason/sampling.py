@@ -262,6 +262,13 @@ def generate(model: Model, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
         contexts = prompts
     if any(len(c) == 0 for c in contexts):
         raise ValueError("generate: every prompt (plus prefix) needs at least one token")
+    # An out-of-range id would be clamped by the embedding lookup, not rejected.
+    vocab = model.config.vocab_size
+    flat = np.concatenate([np.asarray(c, np.int64) for c in contexts])
+    bad = flat[(flat < 0) | (flat >= vocab)]
+    if bad.size:
+        raise ValueError(f"generate: token id {bad[0]} is outside the model's vocabulary "
+                         f"[0, vocab_size={vocab})")
     if max_new_tokens < 1:
         raise ValueError(f"generate: max_new_tokens={max_new_tokens} must be >= 1")
     if temperature < 0:
