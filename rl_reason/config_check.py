@@ -35,6 +35,11 @@ def check(c, num_devices: int | None = None) -> None:
     _require(c.verifier.timeout_s > 0, "verifier.timeout_s must be > 0")
     _require(c.verifier.num_workers >= 1, "verifier.num_workers must be >= 1")
 
+    from rl_reason.data.synthetic import LEVELS
+    levels = tuple(c.data.embedded_levels)
+    _require(bool(levels) and all(level in LEVELS for level in levels),
+             f"data.embedded_levels={levels}: a non-empty subset of {sorted(LEVELS)}")
+
     r = c.rollout
     _require(r.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1")
     _require(r.group_size >= 1, "rollout.group_size must be >= 1")

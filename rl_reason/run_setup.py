@@ -118,11 +118,12 @@ def make_data(config) -> tuple[PromptStream, list]:
     if d.train:
         train = load(d.train)
     else:
-        train = synthetic.train_records(d.embedded_train_size)
+        train = synthetic.train_records(d.embedded_train_size, levels=tuple(d.embedded_levels))
     if d.eval:
         held_out = [r for spec in d.eval for r in load(spec)]
     elif not d.train:
-        held_out = synthetic.held_out_records(d.embedded_eval_size)
+        held_out = synthetic.held_out_records(d.embedded_eval_size,
+                                               levels=tuple(d.embedded_levels))
     else:
         held_out = []
     if config.eval.max_problems:

@@ -369,8 +369,8 @@ def warm_start_conversation(problem: Problem, kind: str, rng: np.random.Generato
 # Share of each kind in the warm-start data: mostly the plain format (what RL and
 # evaluation use), enough of each other to put every method's prompts in distribution.
 WARM_START_KINDS = {
-    "plain": 0.40, "hint": 0.07, "concise": 0.04, "concise_hint": 0.04, "multi_attempt": 0.12,
-    "r3l_episode": 0.08, "reflection": 0.08, "guided_retry": 0.07, "continuation": 0.10,
+    "plain": 0.50, "hint": 0.06, "concise": 0.03, "concise_hint": 0.03, "multi_attempt": 0.10,
+    "r3l_episode": 0.07, "reflection": 0.06, "guided_retry": 0.05, "continuation": 0.10,
 }
 
 
