@@ -349,7 +349,8 @@ def build_base_policy(out: str, s: Settings) -> dict:
         model, final_loss = train(s, config, rows)
         train_seconds = time.time() - started
         stats = evaluate(model, tokenizer, s)
-        stats.update(version=VERSION, settings=dataclasses.asdict(s),
+        # Through JSON so the returned stats equal the file (tuples become lists).
+        stats.update(version=VERSION, settings=json.loads(json.dumps(dataclasses.asdict(s))),
                      num_params=config.num_params(), final_loss=round(final_loss, 4),
                      train_seconds=round(train_seconds, 1),
                      total_seconds=round(time.time() - started, 1),

@@ -63,7 +63,7 @@ def test_stats_file_has_the_histogram_and_settings(built):
         assert key in written, key
     assert written["held_out_problems"] == TINY.eval_held_out_problems
     assert written["version"] == pretrain.VERSION
-    assert written["settings"] == dataclasses.asdict(TINY)
+    assert written["settings"] == json.loads(json.dumps(dataclasses.asdict(TINY)))
     assert written["stop_token_ids"] == [3, 1]
 
 
