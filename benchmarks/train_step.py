@@ -19,6 +19,7 @@ counts even when tied): the usual forward + backward = 3 x forward estimate.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -86,10 +87,7 @@ def main() -> None:
         shapes.append(batch["tokens"].shape)
         return update(state, batch)
 
-    trainer.fns = trainer.fns._replace(update=recording_update) \
-        if hasattr(trainer.fns, "_replace") else trainer.fns
-    if trainer.fns.update is not recording_update:
-        trainer.fns.update = recording_update
+    trainer.fns = dataclasses.replace(trainer.fns, update=recording_update)
     try:
         trainer.train()
     finally:
