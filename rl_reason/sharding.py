@@ -73,8 +73,8 @@ _TOP_AXES: dict[str, tuple[str | None, ...]] = {
     "lm_head": ("embed", "vocab"),
 }
 
-# The KV cache {'k', 'v'}: [L, B, S, K, E].
-CACHE_AXES = ("layers", "batch", None, "kv_heads", None)
+# Each layer's KV cache array (transformer.init_cache): [B, S, K, E].
+CACHE_AXES = ("batch", None, "kv_heads", None)
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
@@ -178,7 +178,8 @@ def shard_params(params, config: ModelConfig, mesh: Mesh):
 
 
 def cache_sharding(config: ModelConfig, batch: int, length: int, mesh) -> NamedSharding:
-    shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+    """Sharding of each per-layer cache array [B, S, K, E]."""
+    shape = (batch, length, config.num_kv_heads, config.head_dim)
     return logical_sharding(shape, CACHE_AXES, mesh)
 
 
