@@ -43,7 +43,7 @@ from rl_reason.models.config import ModelConfig
 from rl_reason.models.model import Model, init
 from rl_reason.verifiers.exact_int import ExactIntVerifier
 
-VERSION = "base_policy_v2"
+VERSION = "base_policy_v3"
 STATS_FILE = "base_policy_stats.json"
 PASS_SAMPLES = 8
 
@@ -68,7 +68,9 @@ class Settings:
     max_new_tokens: int = 64
     # Warm-start problems by level (1..8): mostly easy ones, so that in minutes the model
     # masters the easy end; the hard end stays unsolved and RL works in between.
-    level_weights: tuple = (8, 6, 4, 3, 2, 1, 1, 1)
+    # (8, 6, 4, 3, 2, 1, 1, 1) gave level-1 pass rate 0.35, held-out greedy 0.070;
+    # these 0.51 and 0.105 in the same time.
+    level_weights: tuple = (20, 10, 5, 3, 2, 1, 1, 1)
 
 
 SIZES = {

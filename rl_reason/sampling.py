@@ -180,6 +180,7 @@ def _generate_padded(model: Model, tokens_BP, context_lengths_B, real_B, rng,
                      mesh):
     TRACE_COUNT["generate"] += 1
     config, params = model.config, model.params
+    params = dict(params, layers=transformer.unstack_layers(params["layers"], config.num_layers))
     B, P = tokens_BP.shape
     S = P + capacity
     start_B = P - context_lengths_B  # first real slot of each left-padded row

@@ -201,12 +201,20 @@ def hidden_states(params: Params, config: ModelConfig, tokens_BT, positions_BT, 
         # layer, moving the whole cache twice per decode step (286 ms vs 79 ms of
         # matmuls per step at batch 256 on CPU).
         new_cache = {"k": [], "v": []}
-        for i in range(c.num_layers):
-            layer = jax.tree.map(lambda w: w[i], params["layers"])
+        layers = params["layers"]
+        if not isinstance(layers, list):
+            layers = unstack_layers(layers, c.num_layers)
+        for i, layer in enumerate(layers):
             h, k_i, v_i = layer_fn(h, layer, cache["k"][i], cache["v"][i])
             new_cache["k"].append(k_i)
             new_cache["v"].append(v_i)
     return rms_norm(h, params["final_norm"], c.rms_norm_eps), new_cache
+
+
+def unstack_layers(layers, num_layers: int) -> list:
+    """Per-layer parameter trees from the stacked [L, ...] ones. A decode loop does this
+    once, outside the loop: slicing inside it copied every weight at every step."""
+    return [jax.tree.map(lambda w: w[i], layers) for i in range(num_layers)]
 
 
 def unembed(params: Params, config: ModelConfig, h_BTD) -> jax.Array:
