@@ -2,7 +2,8 @@
 
 Run (embedded task on CPU: base-policy warm-start on first use, then RL):
     python -m rl_reason.main --config=configs/grpo.py
-Expect: held-out accuracy printed before and after training; the after number higher.
+Expect: held-out accuracy printed before and after training (measured figures: README,
+Quickstart).
 
 Variants (`--config=configs/grpo.py:<variant>`):
     tiny              a few steps, for tests and smoke runs
