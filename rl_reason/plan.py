@@ -1,7 +1,7 @@
 """Plan a run's sharding on a pod without its devices: abstract shapes only.
 
     python -m rl_reason.plan --config=configs/grpo.py:qwen3_4b --preset=qwen3-4b-base \
-        --devices=64 --hbm_gib=16
+        --devices=64 --hbm_gib=16 [--config.mesh.tensor=8 ...]
 
 Builds the config's mesh as a jax.sharding.AbstractMesh over `devices` chips, places
 the abstract parameters and AdamW state with the project's partition rules, and
@@ -115,31 +115,39 @@ def plan(config, model_config: ModelConfig, num_devices: int, hbm_gib: float) ->
 
 
 def main(argv=None) -> None:
-    import argparse
     import os
     import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sys.path.insert(0, root)
-    from ml_collections import config_flags  # noqa: F401  (config files import it)
-    from rl_reason.models import get_preset
-    import importlib.util
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="configs/<method>.py[:variant]")
-    parser.add_argument("--preset", required=True, help="model preset, e.g. qwen3-4b-base")
-    parser.add_argument("--devices", type=int, required=True, help="chips in the slice")
-    parser.add_argument("--hbm_gib", type=float, default=16.0,
-                        help="memory per chip (v5e 16, v6e 32, v5p 95, H100 80)")
-    args = parser.parse_args(argv)
-    path, _, variant = args.config.partition(":")
-    spec = importlib.util.spec_from_file_location("plan_config", path)
-    if spec is None or not os.path.isfile(path):
-        parser.error(f"no config file {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant)
-    result = plan(config, get_preset(args.preset), args.devices, args.hbm_gib)
-    print(f"{args.preset} with {args.config} on {args.devices} chips:")
+    from absl import flags
+    from ml_collections import config_flags
+    from rl_reason.models import get_preset
+
+    # Config files import `configs.base`; make the repository root importable.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    # The trainer's config files with their --config.key=value overrides, so a layout
+    # is tried without editing the config (--config.mesh.tensor=8). A FlagValues of its
+    # own: calling main twice in one process does not redefine absl's global flags.
+    args = [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv)
+    fv = flags.FlagValues()
+    config_flag = config_flags.DEFINE_config_file(
+        "config", None, "configs/<method>.py[:variant]", flag_values=fv, sys_argv=args)
+    preset = flags.DEFINE_string("preset", None, "model preset, e.g. qwen3-4b-base",
+                                 flag_values=fv)
+    devices = flags.DEFINE_integer("devices", None, "chips in the slice", lower_bound=1,
+                                   flag_values=fv)
+    hbm_gib = flags.DEFINE_float("hbm_gib", 16.0, "memory per chip (v5e 16, v6e 32, v5p 95, "
+                                 "H100 80)", flag_values=fv)
+    flags.mark_flags_as_required(["config", "preset", "devices"], flag_values=fv)
+    try:
+        fv(args)
+    except flags.Error as e:
+        usage = __doc__.split("\n\n")[0]
+        sys.exit(f"rl_reason.plan: {e}\n{usage}")
+    result = plan(config_flag.value, get_preset(preset.value), devices.value, hbm_gib.value)
+    config_name = config_flags.get_config_filename(fv["config"])
+    print(f"{preset.value} with {config_name} on {devices.value} chips:")
     print(result.table())
     if not result.fits:
         sys.exit(1)

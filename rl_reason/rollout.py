@@ -49,7 +49,7 @@ class RolloutEngine:
                 owners += [i] * requests[i].num_samples
             if not prompts:
                 continue
-            chunk = getattr(self.cfg, "max_sample_batch", 0) or len(prompts)
+            chunk = self.cfg.max_sample_batch or len(prompts)
             for start in range(0, len(prompts), chunk):
                 with self._phase("sampling"):
                     out = sampling.generate(

@@ -41,7 +41,13 @@ def test_mesh_that_does_not_match_the_device_count_is_an_error():
         plan.plan(c, get_preset("qwen3-4b-base"), num_devices=6, hbm_gib=16)
 
 
-def test_cli_prints_the_plan(capsys):
+def test_cli_prints_the_plan_with_config_overrides(capsys):
     plan.main(["--config=configs/grpo.py:qwen25_math_1p5b", "--preset=qwen2.5-math-1.5b",
-               "--devices=1", "--hbm_gib=80"])
-    assert "fits" in capsys.readouterr().out
+               "--devices=8", "--hbm_gib=80", "--config.mesh.fsdp=2", "--config.mesh.tensor=4"])
+    out = capsys.readouterr().out
+    assert "'fsdp': 2, 'tensor': 4" in out and "(fits;" in out
+
+
+def test_cli_names_a_missing_flag():
+    with pytest.raises(SystemExit, match="--preset"):
+        plan.main(["--config=configs/grpo.py", "--devices=8"])
