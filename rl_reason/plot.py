@@ -58,6 +58,35 @@ def read_metrics(workdir: str | os.PathLike) -> dict[str, Series]:
             for key, points in by_metric.items()}
 
 
+# Eval metrics that are accuracies, in the order held_out_report lists them.
+_ACCURACY_PREFIXES = ("eval/greedy_accuracy", "eval/avg@", "eval/pass@", "eval/maj@")
+
+
+def held_out_report(workdir: str | os.PathLike) -> str | None:
+    """A run's held-out accuracies at its first and last evaluations, side by side
+    (what `rl_reason.main` prints at the end). Read from metrics.jsonl, so a resumed run
+    reports from its very first evaluation. None with fewer than two evaluations."""
+    series = read_metrics(workdir)
+    # The @1 metrics all estimate one sample's accuracy, which avg@k states best.
+    keys = [k for prefix in _ACCURACY_PREFIXES for k in sorted(series)
+            if k.startswith(prefix) and not k.endswith("@1")]
+    steps = sorted({int(s) for k in keys for s in series[k][0]})
+    if len(steps) < 2:
+        return None
+    first, last = steps[0], steps[-1]
+
+    def at(key: str, step: int) -> float | None:
+        hits = np.flatnonzero(series[key][0] == step)
+        return float(series[key][1][hits[0]]) if hits.size else None
+
+    rows = [(k[len("eval/"):], at(k, first), at(k, last)) for k in keys]
+    rows = [(name, a, b) for name, a, b in rows if a is not None and b is not None]
+    width = max((len(name) for name, _, _ in rows), default=0)
+    lines = [f"Held-out accuracy, step {first} -> step {last}:"]
+    lines += [f"  {name:<{width}}  {a:.3f} -> {b:.3f}  ({b - a:+.3f})" for name, a, b in rows]
+    return "\n".join(lines)
+
+
 def default_metrics(runs: dict[str, dict[str, Series]]) -> list[str]:
     """The preferred metrics every run has (or, failing that, any run has)."""
     key_sets = [set(series) for series in runs.values()]

@@ -26,7 +26,7 @@ import numpy as np
 
 from rl_reason import checkpoint as ckpt_lib
 from rl_reason import config_check, metrics as metrics_lib, sharding, train_step
-from rl_reason import run_setup
+from rl_reason import plot, run_setup
 from rl_reason.methods import make_method
 from rl_reason.methods.base import StepContext
 from rl_reason.models import Model
@@ -156,6 +156,11 @@ class Trainer:
         self._save(force=True)
         if c.train.export_hf:
             self.export()
+        if self.is_main:
+            self.writer.flush()
+            report = plot.held_out_report(self.workdir)
+            if report:
+                print(report, flush=True)
         return last
 
     def train_step(self) -> dict:

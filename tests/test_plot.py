@@ -101,3 +101,25 @@ def test_runs_with_the_same_name_get_distinct_labels(tmp_path):
     a = _fake_run(tmp_path / "a" / "seed1", slope=0.5, steps=3)
     b = _fake_run(tmp_path / "b" / "seed1", slope=0.5, steps=3)
     assert plot.run_labels([str(a), str(b)]) == ["a/seed1", "b/seed1"]
+
+
+def test_held_out_report_compares_the_first_and_last_evaluations(tmp_path):
+    with MetricsWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(0, {"eval/greedy_accuracy": 0.2, "eval/avg@4": 0.18, "eval/pass@4": 0.42,
+                         "eval/avg@1": 0.2,
+                         "eval/seconds": 30.0, "eval/verifier_wrong": 367})
+        assert plot.held_out_report(tmp_path) is None  # one evaluation: nothing to compare
+        writer.write(1, {"reward_mean": 0.1, "accuracy": 0.1})
+        writer.write(20, {"reward_mean": 0.3, "eval/greedy_accuracy": 0.41, "eval/avg@4": 0.39,
+                          "eval/pass@4": 0.5})
+        writer.write(40, {"eval/greedy_accuracy": 0.43, "eval/avg@4": 0.419, "eval/pass@4": 0.495,
+                          "eval/avg@1": 0.4})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 41, "eval/greedy')  # a line cut short by a crash is skipped
+    report = plot.held_out_report(tmp_path)
+    assert report.splitlines() == [
+        "Held-out accuracy, step 0 -> step 40:",
+        "  greedy_accuracy  0.200 -> 0.430  (+0.230)",
+        "  avg@4            0.180 -> 0.419  (+0.239)",
+        "  pass@4           0.420 -> 0.495  (+0.075)",
+    ]

@@ -61,6 +61,8 @@ def test_stats_file_has_the_histogram_and_settings(built):
                 "held_out_greedy_accuracy", "held_out_greedy_accuracy_by_level", "final_loss",
                 "num_params", "train_seconds", "total_seconds"):
         assert key in written, key
+    for key in ("train_slice_no_answer_share", "held_out_greedy_no_answer_share"):
+        assert 0.0 <= written[key] <= 1.0, key
     assert written["held_out_problems"] == TINY.eval_held_out_problems
     assert written["version"] == pretrain.VERSION
     assert written["settings"] == json.loads(json.dumps(dataclasses.asdict(TINY)))
@@ -160,4 +162,9 @@ def test_main_parses_settings_and_rejects_bad_steps(tmp_path, monkeypatch, capsy
         assert f"--steps must be >= 1, got {bad}" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         pretrain.main(["--size=huge"])
-    assert len(calls) == 1
+    pretrain.main(["--unboxed-share=0", f"--out={tmp_path}"])
+    assert calls[-1][1] == pretrain.Settings(unboxed_share=0.0)
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain.main(["--unboxed-share=1.5", f"--out={tmp_path}"])
+    assert "--unboxed-share must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert len(calls) == 2

@@ -47,10 +47,12 @@ def final_params(workdir):
     return models.load(os.path.join(workdir, "hf")).params
 
 
-def test_grpo_run_writes_metrics_checkpoints_and_export(tiny_policy, tmp_path):
+def test_grpo_run_writes_metrics_checkpoints_and_export(tiny_policy, tmp_path, capsys):
     workdir = str(tmp_path / "run")
     c = tiny_config(tiny_policy, **{"train.export_hf": True})
     train.run(c, workdir)
+    # The run ends by reporting held-out accuracy before and after.
+    assert "Held-out accuracy, step 0 -> step 3:\n  greedy_accuracy" in capsys.readouterr().out
 
     lines = read_metrics(workdir)
     steps = [line["step"] for line in lines if "reward_mean" in line]

@@ -132,6 +132,13 @@ def format_steps(start: int, ops: Sequence[tuple[str, int]], values: Sequence[in
     return " ".join(steps) + f" \\boxed{{{values[-1]}}}"
 
 
+def unboxed_solution(problem: Problem) -> str:
+    """The worked solution ending in a sentence instead of the box, which the task's
+    verifier does not read as an answer: right working, no reward."""
+    steps = format_steps(problem.start, problem.ops, problem.values)
+    return steps[:steps.rindex("\\boxed{")] + f"The result is {problem.answer}."
+
+
 def sample_problem(rng: np.random.Generator, level: int) -> Problem:
     """A random problem of the given level (see `LEVELS`)."""
     if level not in LEVELS:
@@ -315,9 +322,17 @@ def reflection_report(problem: Problem, failed: Sequence[FailedAttempt],
                                       suggestion=suggestion, retry_from_step=0)
 
 
-def warm_start_conversation(problem: Problem, kind: str, rng: np.random.Generator) -> Conversation:
-    """One training conversation of the given kind (see WARM_START_KINDS)."""
+def warm_start_conversation(problem: Problem, kind: str, rng: np.random.Generator, *,
+                            unboxed_share: float = 0.0) -> Conversation:
+    """One training conversation of the given kind (see WARM_START_KINDS).
+
+    An `unboxed_share` of the plain multi-step ones end in an unboxed sentence (see
+    `warm_start_conversations`).
+    """
     q, solution = problem.question, problem.solution()
+    if kind == "plain" and len(problem.ops) > 1 and rng.random() < unboxed_share:
+        messages = templates.plain_prompt(q) + [_assistant(unboxed_solution(problem))]
+        return Conversation(tuple(messages), (False, True), "plain_unboxed")
     if kind in ("plain", "continuation"):
         messages = templates.plain_prompt(q) + [_assistant(solution)]
         # Continuation: the model resumes a correct solution anywhere, even mid-number.
@@ -375,11 +390,26 @@ WARM_START_KINDS = {
 
 
 def warm_start_conversations(num: int, *, seed: int = 0,
-                             level_weights: Sequence[float] | None = None) -> list[Conversation]:
-    """`num` conversations on training-split problems, kinds drawn by WARM_START_KINDS."""
+                             level_weights: Sequence[float] | None = None,
+                             unboxed_share: float = 0.0) -> list[Conversation]:
+    """`num` conversations on training-split problems, kinds drawn by WARM_START_KINDS.
+
+    `unboxed_share`: the share of plain conversations on multi-step problems whose
+    worked solution ends "The result is 32." instead of "\\boxed{32}" (kind
+    "plain_unboxed"); one-step answers stay boxed. A model trained on the mix often
+    works a longer problem out and then states the result in a form the verifier does
+    not accept, as real base models often do (no box, another format): the format is a
+    behaviour RL has to learn from the reward alone, the first and most reliable gain
+    of RLVR on a base model. Keeping one-step answers boxed keeps problems the base
+    policy always solves.
+    """
+    if not 0.0 <= unboxed_share <= 1.0:
+        raise ValueError(f"synthetic.warm_start_conversations: unboxed_share must be in "
+                         f"[0, 1], got {unboxed_share}")
     problems = generate_problems("train", num, seed=seed, level_weights=level_weights)
     rng = np.random.default_rng([seed, 0xC0DE])
     kinds = list(WARM_START_KINDS)
     probabilities = np.array([WARM_START_KINDS[k] for k in kinds])
     drawn = rng.choice(len(kinds), size=num, p=probabilities / probabilities.sum())
-    return [warm_start_conversation(p, kinds[k], rng) for p, k in zip(problems, drawn)]
+    return [warm_start_conversation(p, kinds[k], rng, unboxed_share=unboxed_share)
+            for p, k in zip(problems, drawn)]

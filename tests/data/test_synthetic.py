@@ -149,3 +149,35 @@ def test_warm_start_covers_every_format_and_trains_only_correct_answers():
             budget = int(re.search(r"You have (\d+) attempt", c.messages[0]["content"]).group(1))
             feedback = [m["content"] for m in c.messages if m["role"] == "user"][1:]
             assert feedback == [templates.attempt_feedback(budget - i - 1) for i in range(len(feedback))]
+
+
+def test_unboxed_share_ends_plain_solutions_without_the_box():
+    none = synthetic.warm_start_conversations(400, seed=3)
+    half = synthetic.warm_start_conversations(400, seed=3, unboxed_share=0.5)
+    every = synthetic.warm_start_conversations(400, seed=3, unboxed_share=1.0)
+    assert not any(c.kind == "plain_unboxed" for c in none)
+    # Multi-step solutions only: one-step answers stay boxed.
+    kept = [c for c in every if c.kind == "plain"]
+    assert kept and all(len(_problem_of(question_of(c)).ops) == 1 for c in kept)
+    unboxed = [c for c in half if c.kind == "plain_unboxed"]
+    boxed = [c for c in half if c.kind == "plain"]
+    multi_step = [c for c in boxed if len(_problem_of(question_of(c)).ops) > 1]
+    assert 0.35 < len(unboxed) / (len(unboxed) + len(multi_step)) < 0.65
+    verifier = ExactIntVerifier()
+    for c in unboxed:
+        response = c.messages[-1]["content"]
+        assert c.trained == (False, True) and "\\boxed" not in response
+        # The working is the worked solution's; only the last sentence differs.
+        solution = _problem_of(question_of(c)).solution()
+        assert response == re.sub(r"\\boxed\{(\d+)\}$", r"The result is \1.", solution)
+        assert verifier.verify_batch([response], [response.split()[-1][:-1]])[0].status == "no_answer"
+    assert all(c.messages[-1]["content"] == _problem_of(question_of(c)).solution() for c in boxed)
+    with pytest.raises(ValueError, match="unboxed_share"):
+        synthetic.warm_start_conversations(4, unboxed_share=1.5)
+
+
+def _problem_of(question: str) -> synthetic.Problem:
+    """A question's problem, read back from its text (evaluated left to right)."""
+    tokens = re.findall(r"\d+|[-+*]", question)
+    ops = tuple((tokens[i], int(tokens[i + 1])) for i in range(1, len(tokens), 2))
+    return synthetic.Problem(start=int(tokens[0]), ops=ops, level=0)
