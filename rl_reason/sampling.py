@@ -288,7 +288,10 @@ def generate(model: Model, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
     stop_ids = config.eos_token_ids if stop_token_ids is None else tuple(stop_token_ids)
 
     N = len(contexts)
-    P = bucket(longest)
+    # 16, not bucket's 32: a 16-token prompt padded to 32 doubled the prefill and made
+    # every decode step attend over 16 more empty slots (measured on bench-19m: +10% /
+    # +17% tokens/s at batch 64 / 256); at most two more shapes below 32.
+    P = bucket(longest, minimum=16)
     B = bucket(N, minimum=1)
     if mesh is not None:
         data_parallel = sharding.data_parallel_size(mesh)

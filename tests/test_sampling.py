@@ -216,9 +216,9 @@ def test_no_recompilation_within_a_bucket(model, greedy_out):
     # Shapes of greedy_out's call; prompt lengths, max_new_tokens, stop ids, pad_id and
     # the sampling values all change but stay in the same buckets.
     calls = [
-        dict(prompts=[[1, 2], [3] * 20, [4] * 9], max_new_tokens=7, stop_token_ids=(5, 6),
+        dict(prompts=[[1, 2], [3] * 13, [4] * 9], max_new_tokens=7, stop_token_ids=(5, 6),
              pad_id=3),
-        dict(prompts=[[9] * 31, [8], [7, 6]], max_new_tokens=NEW, stop_token_ids=range(8)),
+        dict(prompts=[[9] * 16, [8], [7, 6]], max_new_tokens=NEW, stop_token_ids=range(8)),
     ]
     # Greedy, filtered and unfiltered sampling are one compilation each.
     modes = [[dict(greedy=True)],
