@@ -129,6 +129,7 @@ class Trainer:
         if self.step >= total:
             print(f"Nothing to do: the run in {self.workdir} finished {self.step} steps "
                   f"(train.num_steps={total}).", flush=True)
+            self._print_held_out_report()
             return {}
         if self.step == 0:
             self._log(0, self.evaluate(), prefix_only=True)
@@ -156,12 +157,16 @@ class Trainer:
         self._save(force=True)
         if c.train.export_hf:
             self.export()
+        self._print_held_out_report()
+        return last
+
+    def _print_held_out_report(self) -> None:
+        """Held-out accuracy at the first and last evaluations (from metrics.jsonl)."""
         if self.is_main:
             self.writer.flush()
             report = plot.held_out_report(self.workdir)
             if report:
                 print(report, flush=True)
-        return last
 
     def train_step(self) -> dict:
         c = self.config

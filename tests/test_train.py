@@ -51,8 +51,13 @@ def test_grpo_run_writes_metrics_checkpoints_and_export(tiny_policy, tmp_path, c
     workdir = str(tmp_path / "run")
     c = tiny_config(tiny_policy, **{"train.export_hf": True})
     train.run(c, workdir)
-    # The run ends by reporting held-out accuracy before and after.
-    assert "Held-out accuracy, step 0 -> step 3:\n  greedy_accuracy" in capsys.readouterr().out
+    # The run ends by reporting held-out accuracy before and after; so does a re-run of
+    # the finished run, which does nothing else.
+    report = "Held-out accuracy, step 0 -> step 3:\n  greedy_accuracy"
+    assert report in capsys.readouterr().out
+    train.run(c, workdir)
+    again = capsys.readouterr().out
+    assert "Nothing to do" in again and report in again
 
     lines = read_metrics(workdir)
     steps = [line["step"] for line in lines if "reward_mean" in line]
