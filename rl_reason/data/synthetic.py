@@ -135,8 +135,8 @@ def format_steps(start: int, ops: Sequence[tuple[str, int]], values: Sequence[in
 def unboxed_solution(problem: Problem) -> str:
     """The worked solution ending in a sentence instead of the box, which the task's
     verifier does not read as an answer: right working, no reward."""
-    steps = format_steps(problem.start, problem.ops, problem.values)
-    return steps[:steps.rindex("\\boxed{")] + f"The result is {problem.answer}."
+    solution = problem.solution()
+    return solution[:solution.rindex("\\boxed{")] + f"The result is {problem.answer}."
 
 
 def sample_problem(rng: np.random.Generator, level: int) -> Problem:

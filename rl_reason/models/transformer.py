@@ -18,9 +18,11 @@ compile time does not grow with depth):
 
 The KV cache is an explicit pytree {'k': L x [B, S, K, E], 'v': L x [B, S, K, E]} (one
 array per layer, so a decode step writes its new token in place without moving the
-rest of the cache) passed in and returned; callers say which slots each query may attend to with a
-boolean mask [B, T, S], so left padding, prompts of different lengths and
-continuation all reduce to building the right mask and positions.
+rest of the cache) passed in and returned. The cached path takes the layers stacked
+or already split by `unstack_layers` (the sampler splits them once, outside its
+loop). Callers say which slots each query may attend to with a boolean mask
+[B, T, S], so left padding, prompts of different lengths and continuation all reduce
+to building the right mask and positions.
 """
 
 from __future__ import annotations

@@ -20,3 +20,26 @@ def test_decode_attention_matches_general_path():
                                  jnp.concatenate([mask, mask], 1))
     np.testing.assert_allclose(np.asarray(one[:, 0]), np.asarray(two[:, 0]), atol=2e-6)
     np.testing.assert_allclose(np.asarray(one[:, 0]), np.asarray(two[:, 1]), atol=2e-6)
+
+
+def test_cached_forward_takes_stacked_or_split_layers_and_matches_the_full_pass():
+    from rl_reason.models import get_preset
+    config = get_preset("tiny-qwen3")
+    params = transformer.init_params(config, jax.random.PRNGKey(1))
+    B, T = 2, 6
+    tokens = jax.random.randint(jax.random.PRNGKey(2), (B, T), 0, config.vocab_size)
+    positions = jnp.broadcast_to(jnp.arange(T), (B, T))
+    causal = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (B, T, T))
+    full, no_cache = transformer.forward(params, config, tokens, positions, causal)
+    assert no_cache is None
+    split = dict(params, layers=transformer.unstack_layers(params["layers"], config.num_layers))
+    for layers in (params, split):
+        # Prefill T - 1 tokens into a cache of T slots, then decode the last one.
+        cache = transformer.init_cache(config, B, T)
+        _, cache = transformer.forward(layers, config, tokens[:, :-1], positions[:, :-1],
+                                       causal[:, :-1], cache, 0)
+        last, cache = transformer.forward(layers, config, tokens[:, -1:], positions[:, -1:],
+                                          causal[:, -1:], cache, T - 1)
+        np.testing.assert_allclose(np.asarray(last[:, 0]), np.asarray(full[:, -1]), atol=1e-5)
+        assert len(cache["k"]) == len(cache["v"]) == config.num_layers
+        assert cache["k"][0].shape == (B, T, config.num_kv_heads, config.head_dim)
