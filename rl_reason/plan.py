@@ -95,7 +95,7 @@ def plan(config, model_config: ModelConfig, num_devices: int, hbm_gib: float) ->
     slots = config.rollout.max_prompt_len + config.rollout.max_new_tokens
     cache_sh = sharding.cache_sharding(model_config, rows, slots, mesh)
     cache = jax.ShapeDtypeStruct(
-        (rows, slots, model_config.num_kv_heads, model_config.head_dim),
+        (rows, model_config.num_kv_heads, model_config.head_dim, slots),
         jnp.dtype(config.model.dtype))
     # Keys and values, one array per layer.
     sizes["kv_cache"] = 2 * model_config.num_layers * _per_device_bytes(cache, cache_sh)

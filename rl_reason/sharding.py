@@ -73,8 +73,9 @@ _TOP_AXES: dict[str, tuple[str | None, ...]] = {
     "lm_head": ("embed", "vocab"),
 }
 
-# Each layer's KV cache array (transformer.init_cache): [B, S, K, E].
-CACHE_AXES = ("batch", None, "kv_heads", None)
+# Each layer's KV cache arrays (transformer.init_cache): keys [B, K, E, S] and values
+# [B, K, S, E]. Only the first two are split, so one rule serves both.
+CACHE_AXES = ("batch", "kv_heads", None, None)
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
@@ -178,8 +179,8 @@ def shard_params(params, config: ModelConfig, mesh: Mesh):
 
 
 def cache_sharding(config: ModelConfig, batch: int, length: int, mesh) -> NamedSharding:
-    """Sharding of each per-layer cache array [B, S, K, E]."""
-    shape = (batch, length, config.num_kv_heads, config.head_dim)
+    """Sharding of each per-layer cache array, keys and values alike (B and K split)."""
+    shape = (batch, config.num_kv_heads, config.head_dim, length)
     return logical_sharding(shape, CACHE_AXES, mesh)
 
 

@@ -150,4 +150,4 @@ def test_batch_sharding_and_data_parallel_size(axes, data_parallel):
 def test_cache_sharding_splits_batch_and_kv_heads():
     config = models.get_preset("tiny-qwen3")
     cache = sharding.cache_sharding(config, batch=8, length=40, mesh=sharding.make_mesh(2, 2, 2))
-    assert cache.spec == P(("data", "fsdp"), None, "tensor", None)
+    assert cache.spec == P(("data", "fsdp"), "tensor", None, None)

@@ -16,9 +16,13 @@ compile time does not grow with depth):
     final_norm  [D]
     lm_head     [D, V]   (absent when embeddings are tied)
 
-The KV cache is an explicit pytree {'k': L x [B, S, K, E], 'v': L x [B, S, K, E]} (one
+The KV cache is an explicit pytree {'k': L x [B, K, E, S], 'v': L x [B, K, S, E]} (one
 array per layer, so a decode step writes its new token in place without moving the
-rest of the cache) passed in and returned. The cached path takes the layers stacked
+rest of the cache) passed in and returned. Both are heads-major and keys are stored
+transposed, so a decode step's scores (q . k over E) and output (p . v over S) each
+reduce over a non-minor axis: measured 0.4-0.9 ms against 2.4-2.8 ms per layer for the
+token-major [B, S, K, E] layout (batch 64, 80 slots, CPU), and plain matmuls without a
+transpose on accelerators. The cached path takes the layers stacked
 or already split by `unstack_layers` (the sampler splits them once, outside its
 loop). Callers say which slots each query may attend to with a boolean mask
 [B, T, S], so left padding, prompts of different lengths and continuation all reduce
@@ -112,25 +116,11 @@ def apply_rope(x_BTNE, positions_BT, inv_freq):
     return out.astype(x_BTNE.dtype)
 
 
-def _decode_attention_cpu(q_BKGE, k_BSKE, v_BSKE, mask_BS):
-    """One query per sequence as fused multiply-and-sum over the cache. On CPU the
-    einsum form transposes the whole cache at every decode step (measured: 8.2 ms vs
-    3.5 ms per layer at batch 64); accelerators keep the einsum."""
-    E = q_BKGE.shape[-1]
-    scores = jnp.sum(q_BKGE[:, None].astype(jnp.float32) * k_BSKE[:, :, :, None, :],
-                     axis=-1) / math.sqrt(E)                                # [B, S, K, G]
-    scores = jnp.where(mask_BS[:, :, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=1).astype(v_BSKE.dtype)
-    return jnp.sum(probs[..., None] * v_BSKE[:, :, :, None, :], axis=1)     # [B, K, G, E]
-
-
 def _attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS):
+    """Attention of T queries over the T keys of the same pass (no cache)."""
     B, T, H, E = q_BTHE.shape
     K = k_BSKE.shape[2]
     q = q_BTHE.reshape(B, T, K, H // K, E)
-    if T == 1 and jax.default_backend() == "cpu":
-        out = _decode_attention_cpu(q[:, 0], k_BSKE, v_BSKE, mask_BTS[:, 0])
-        return out.reshape(B, 1, H, E)
     scores = jnp.einsum("btkge,bske->bkgts", q, k_BSKE,
                         preferred_element_type=jnp.float32) / math.sqrt(E)
     scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
@@ -139,8 +129,30 @@ def _attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS):
     return out.reshape(B, T, H, E)
 
 
+def _cached_attention(q_BTHE, k_BKES, v_BKSE, mask_BTS):
+    """Attention of T queries over the S cache slots (cache layout: module docstring)."""
+    B, T, H, E = q_BTHE.shape
+    K = k_BKES.shape[1]
+    q = q_BTHE.reshape(B, T, K, H // K, E)
+    if T == 1 and jax.default_backend() == "cpu":
+        # One query per sequence as fused multiply-and-reduce over non-minor axes:
+        # faster than the einsum on CPU (measured 4.0 vs 5.6 ms per layer at batch 256).
+        q_BKGE1 = q[:, 0, :, :, :, None].astype(jnp.float32)
+        scores = jnp.sum(q_BKGE1 * k_BKES[:, :, None], axis=3) / math.sqrt(E)  # [B,K,G,S]
+        scores = jnp.where(mask_BTS[:, :, None, :], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v_BKSE.dtype)
+        out = jnp.sum(probs[..., None] * v_BKSE[:, :, None], axis=3)           # [B,K,G,E]
+        return out.reshape(B, 1, H, E)
+    scores = jnp.einsum("btkge,bkes->bkgts", q, k_BKES,
+                        preferred_element_type=jnp.float32) / math.sqrt(E)
+    scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BKSE.dtype)
+    out = jnp.einsum("bkgts,bkse->btkge", probs, v_BKSE)
+    return out.reshape(B, T, H, E)
+
+
 def _layer(config: ModelConfig, inv_freq, h_BTD, layer, positions_BT, mask_BTS,
-           k_cache_BSKE, v_cache_BSKE, cache_index):
+           k_cache_BKES, v_cache_BKSE, cache_index):
     c = config
     x = rms_norm(h_BTD, layer["attn_norm"], c.rms_norm_eps)
     q = jnp.einsum("btd,dhe->bthe", x, layer["q"].astype(x.dtype))
@@ -155,20 +167,24 @@ def _layer(config: ModelConfig, inv_freq, h_BTD, layer, positions_BT, mask_BTS,
         k = rms_norm(k, layer["k_norm"], c.rms_norm_eps)
     q = apply_rope(q, positions_BT, inv_freq)
     k = apply_rope(k, positions_BT, inv_freq)
-    if k_cache_BSKE is not None:
-        k_cache_BSKE = jax.lax.dynamic_update_slice_in_dim(
-            k_cache_BSKE, k.astype(k_cache_BSKE.dtype), cache_index, axis=1)
-        v_cache_BSKE = jax.lax.dynamic_update_slice_in_dim(
-            v_cache_BSKE, v.astype(v_cache_BSKE.dtype), cache_index, axis=1)
-        k, v = k_cache_BSKE.astype(x.dtype), v_cache_BSKE.astype(x.dtype)
-    attn = _attention(q, k, v, mask_BTS)
+    if k_cache_BKES is None:
+        attn = _attention(q, k, v, mask_BTS)
+    else:
+        k_cache_BKES = jax.lax.dynamic_update_slice_in_dim(
+            k_cache_BKES, jnp.transpose(k, (0, 2, 3, 1)).astype(k_cache_BKES.dtype),
+            cache_index, axis=3)
+        v_cache_BKSE = jax.lax.dynamic_update_slice_in_dim(
+            v_cache_BKSE, jnp.transpose(v, (0, 2, 1, 3)).astype(v_cache_BKSE.dtype),
+            cache_index, axis=2)
+        attn = _cached_attention(q, k_cache_BKES.astype(x.dtype),
+                                 v_cache_BKSE.astype(x.dtype), mask_BTS)
     h_BTD = h_BTD + jnp.einsum("bthe,hed->btd", attn, layer["o"].astype(x.dtype))
     x = rms_norm(h_BTD, layer["mlp_norm"], c.rms_norm_eps)
     gate = jnp.einsum("btd,df->btf", x, layer["gate"].astype(x.dtype))
     up = jnp.einsum("btd,df->btf", x, layer["up"].astype(x.dtype))
     h_BTD = h_BTD + jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up,
                                layer["down"].astype(x.dtype))
-    return h_BTD, k_cache_BSKE, v_cache_BSKE
+    return h_BTD, k_cache_BKES, v_cache_BKSE
 
 
 def hidden_states(params: Params, config: ModelConfig, tokens_BT, positions_BT, mask_BTS,
@@ -237,10 +253,11 @@ def forward(params: Params, config: ModelConfig, tokens_BT, positions_BT, mask_B
 
 
 def init_cache(config: ModelConfig, batch: int, length: int, dtype=None) -> Cache:
+    """Empty cache of `length` slots (layout: module docstring)."""
     dtype = _dtype(dtype or config.dtype)
-    shape = (batch, length, config.num_kv_heads, config.head_dim)
-    return {name: [jnp.zeros(shape, dtype) for _ in range(config.num_layers)]
-            for name in ("k", "v")}
+    K, E = config.num_kv_heads, config.head_dim
+    return {"k": [jnp.zeros((batch, K, E, length), dtype) for _ in range(config.num_layers)],
+            "v": [jnp.zeros((batch, K, length, E), dtype) for _ in range(config.num_layers)]}
 
 
 def padded_positions_and_mask(valid_BT):

@@ -14,12 +14,19 @@ def test_decode_attention_matches_general_path():
     k = jax.random.normal(kk, (B, S, K, E))
     v = jax.random.normal(kv, (B, S, K, E))
     mask = jax.random.bernoulli(km, 0.7, (B, 1, S)).at[:, :, 0].set(True)
-    one = transformer._attention(q, k, v, mask)
-    # Two identical queries take the general path; each must equal the decode result.
-    two = transformer._attention(jnp.concatenate([q, q], 1), k, v,
-                                 jnp.concatenate([mask, mask], 1))
+    k_cache = jnp.transpose(k, (0, 2, 3, 1))  # [B, K, E, S]
+    v_cache = jnp.transpose(v, (0, 2, 1, 3))  # [B, K, S, E]
+    one = transformer._cached_attention(q, k_cache, v_cache, mask)
+    # Two identical queries take the general (einsum) path; each must equal the
+    # single-query result, and so must the uncached path over token-major keys.
+    two = transformer._cached_attention(jnp.concatenate([q, q], 1), k_cache, v_cache,
+                                        jnp.concatenate([mask, mask], 1))
     np.testing.assert_allclose(np.asarray(one[:, 0]), np.asarray(two[:, 0]), atol=2e-6)
     np.testing.assert_allclose(np.asarray(one[:, 0]), np.asarray(two[:, 1]), atol=2e-6)
+    probs = jax.nn.softmax(jnp.where(mask[:, :, None], jnp.einsum(
+        "bthe,bshe->bths", q, jnp.repeat(k, H // K, axis=2)) / np.sqrt(E), -np.inf), -1)
+    reference = jnp.einsum("bths,bshe->bthe", probs, jnp.repeat(v, H // K, axis=2))
+    np.testing.assert_allclose(np.asarray(one), np.asarray(reference), atol=2e-6)
 
 
 def test_cached_forward_takes_stacked_or_split_layers_and_matches_the_full_pass():
@@ -42,4 +49,5 @@ def test_cached_forward_takes_stacked_or_split_layers_and_matches_the_full_pass(
                                           causal[:, -1:], cache, T - 1)
         np.testing.assert_allclose(np.asarray(last[:, 0]), np.asarray(full[:, -1]), atol=1e-5)
         assert len(cache["k"]) == len(cache["v"]) == config.num_layers
-        assert cache["k"][0].shape == (B, T, config.num_kv_heads, config.head_dim)
+        assert cache["k"][0].shape == (B, config.num_kv_heads, config.head_dim, T)
+        assert cache["v"][0].shape == (B, config.num_kv_heads, T, config.head_dim)
