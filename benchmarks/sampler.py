@@ -1,7 +1,7 @@
 """Sampler throughput: rl_reason's generate against transformers' generate.
 
     python benchmarks/sampler.py [--batches 1,16,64,256] [--new-tokens 64] [--repeats 3]
-                                 [--json results.json]
+                                 [--decode-segments 4] [--json results.json]
     python benchmarks/sampler.py --gpu          # Qwen2.5-1.5B shape, bf16, batch 256
 
 One random checkpoint (preset bench-19m by default: Qwen3 family, hidden 512, 8
@@ -173,9 +173,15 @@ def main() -> None:
     parser.add_argument("--dtype", default=None,
                         help="compute and parameter dtype (default float32; --gpu: bfloat16)")
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--decode-segments", type=int, default=None,
+                        help="sampling.DECODE_SEGMENTS (default 4; 1: one fixed-size window)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
+    if args.decode_segments is not None:
+        if args.decode_segments < 1:
+            parser.error(f"--decode-segments={args.decode_segments} must be >= 1")
+        sampling.DECODE_SEGMENTS = args.decode_segments
     batches = [int(b) for b in (args.batches or ("256" if args.gpu else "1,16,64,256")).split(",")]
     preset = args.model_preset or ("qwen2.5-math-1.5b" if args.gpu else "bench-19m")
     dtype = args.dtype or ("bfloat16" if args.gpu else "float32")
@@ -193,8 +199,10 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}")
     peak = matmul_peak(jnp.dtype(dtype), 8192 if device.platform == "gpu" else 2048)
     bandwidth = copy_bandwidth(2 ** 30 if device.platform == "gpu" else 2 ** 28)
+    segments = sampling.segment_ends(sampling.bucket(args.new_tokens))
     print(f"model {preset} ({config.num_params() / 1e6:.1f}M params, {dtype}); prompt "
-          f"{args.prompt_len} + {args.new_tokens} new tokens; best of {args.repeats}")
+          f"{args.prompt_len} + {args.new_tokens} new tokens, decoded in {len(segments)} "
+          f"segment(s); best of {args.repeats}")
     print(f"measured {dtype} matmul peak {peak / 1e9:.1f} GFLOP/s, copy bandwidth "
           f"{bandwidth / 1e9:.1f} GB/s")
 
@@ -243,7 +251,8 @@ def main() -> None:
     if args.json:
         meta = dict(preset=preset, dtype=dtype, num_params=config.num_params(),
                     prompt_len=args.prompt_len, new_tokens=args.new_tokens,
-                    repeats=args.repeats, platform=device.platform,
+                    repeats=args.repeats, decode_segments=len(segments),
+                    platform=device.platform,
                     device_kind=device.device_kind, cores=usable_cores(),
                     load_average=os.getloadavg()[0], matmul_peak_flops=peak,
                     copy_bandwidth_bytes_s=bandwidth, jax=jax.__version__,

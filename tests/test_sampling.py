@@ -236,6 +236,27 @@ def test_no_recompilation_within_a_bucket(model, greedy_out):
     assert sampling._generate_padded._cache_size() == before
 
 
+def test_segment_ends():
+    assert [sampling.segment_ends(g) for g in (32, 64, 96, 128, 192)] == [
+        (32,), (64,), (96,), (64, 128), (64, 128, 192)]
+    assert sampling.segment_ends(1536) == (384, 768, 1152, 1536)
+
+
+def test_segmented_decode_equals_one_segment(model, monkeypatch):
+    # 200 new tokens: capacity 256 in four segments whose attention windows grow.
+    kwargs = dict(max_new_tokens=200, rng=5, temperature=0.9, stop_token_ids=(7,))
+    prompts = PROMPTS + [[12, 13]]
+    segmented = sampling.generate(model, prompts, **kwargs)
+    monkeypatch.setattr(sampling, "DECODE_SEGMENTS", 1)
+    single = sampling.generate(model, prompts, **kwargs)
+    np.testing.assert_array_equal(segmented.tokens, single.tokens)
+    np.testing.assert_allclose(segmented.logprobs, single.logprobs, atol=1e-5)
+    np.testing.assert_array_equal(segmented.lengths, single.lengths)
+    np.testing.assert_array_equal(segmented.truncated, single.truncated)
+    # The rows end in different segments, some past the first.
+    assert segmented.lengths.max() > 64 and len(set(segmented.lengths.tolist())) > 1
+
+
 @pytest.mark.parametrize("axes", [(2, 2, 2), (8, 1, 1)])
 def test_sharded_parameters_give_single_device_tokens(model, axes):
     mesh = sharding.make_mesh(*axes)

@@ -105,11 +105,16 @@ def rope_inverse_frequencies(config: ModelConfig) -> jax.Array:
     return jnp.where(is_medium, smoothed, scaled)
 
 
-def apply_rope(x_BTNE, positions_BT, inv_freq):
+def rope_cos_sin(positions_BT, inv_freq):
+    """cos and sin of the rotary angles, [B, T, E/2] each; one forward computes them
+    once for all layers."""
+    angles = positions_BT.astype(jnp.float32)[..., None] * inv_freq
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x_BTNE, cos_sin):
     """Rotary embedding in the HF 'rotate_half' layout (first half, second half)."""
-    angles = positions_BT.astype(jnp.float32)[..., None] * inv_freq  # [B, T, E/2]
-    cos = jnp.cos(angles)[:, :, None, :]
-    sin = jnp.sin(angles)[:, :, None, :]
+    cos, sin = (a[:, :, None, :] for a in cos_sin)
     x = x_BTNE.astype(jnp.float32)
     x1, x2 = jnp.split(x, 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -151,7 +156,7 @@ def _cached_attention(q_BTHE, k_BKES, v_BKSE, mask_BTS):
     return out.reshape(B, T, H, E)
 
 
-def _layer(config: ModelConfig, inv_freq, h_BTD, layer, positions_BT, mask_BTS,
+def _layer(config: ModelConfig, cos_sin, h_BTD, layer, mask_BTS,
            k_cache_BKES, v_cache_BKSE, cache_index):
     c = config
     x = rms_norm(h_BTD, layer["attn_norm"], c.rms_norm_eps)
@@ -165,8 +170,8 @@ def _layer(config: ModelConfig, inv_freq, h_BTD, layer, positions_BT, mask_BTS,
     if c.qk_norm:
         q = rms_norm(q, layer["q_norm"], c.rms_norm_eps)
         k = rms_norm(k, layer["k_norm"], c.rms_norm_eps)
-    q = apply_rope(q, positions_BT, inv_freq)
-    k = apply_rope(k, positions_BT, inv_freq)
+    q = apply_rope(q, cos_sin)
+    k = apply_rope(k, cos_sin)
     if k_cache_BKES is None:
         attn = _attention(q, k, v, mask_BTS)
     else:
@@ -197,12 +202,11 @@ def hidden_states(params: Params, config: ModelConfig, tokens_BT, positions_BT, 
     """
     c = config
     dtype = _dtype(c.dtype)
-    inv_freq = rope_inverse_frequencies(c)
+    cos_sin = rope_cos_sin(positions_BT, rope_inverse_frequencies(c))
     h = params["embed"].astype(dtype)[tokens_BT]
 
     def layer_fn(h, layer, k_cache, v_cache):
-        return _layer(c, inv_freq, h, layer, positions_BT, mask_BTS, k_cache, v_cache,
-                      cache_index)
+        return _layer(c, cos_sin, h, layer, mask_BTS, k_cache, v_cache, cache_index)
 
     if remat:
         layer_fn = jax.checkpoint(layer_fn)
