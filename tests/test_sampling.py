@@ -255,6 +255,11 @@ def test_segmented_decode_equals_one_segment(model, monkeypatch):
     np.testing.assert_array_equal(segmented.truncated, single.truncated)
     # The rows end in different segments, some past the first.
     assert segmented.lengths.max() > 64 and len(set(segmented.lengths.tolist())) > 1
+    # The cache grows between segments on a mesh too (batch and kv heads split).
+    monkeypatch.setattr(sampling, "DECODE_SEGMENTS", 4)
+    sharded = sampling.generate(model, prompts, **kwargs, mesh=sharding.make_mesh(2, 2, 2))
+    np.testing.assert_array_equal(sharded.tokens, single.tokens)
+    np.testing.assert_allclose(sharded.logprobs, single.logprobs, atol=1e-4)
 
 
 @pytest.mark.parametrize("axes", [(2, 2, 2), (8, 1, 1)])
