@@ -7,24 +7,30 @@ bench-19m attention shape (8 query heads, 4 KV heads, head dim 64), float32, 80%
 the slots visible. Each variant runs 64 steps in one jitted fori_loop; the best of
 --repeats is reported in ms per layer-step:
 
-    rl_reason     keys [B, K, E, S], values [B, K, S, E] (transformer._cached_attention)
-    token-major   keys and values [B, S, K, E], the same fused multiply-and-reduce
-                  (the layout before; its reductions run over the minor axis)
+    rl_reason     keys [B, K, E, S], values [B, K, S, E] (transformer._cached_attention;
+                  on CPU a fused multiply-and-reduce)
+    einsum        the same layout as two einsums (what accelerators run)
+    token-major   keys and values [B, S, K, E], fused multiply-and-reduce (the layout
+                  before; its reductions run over the minor axis)
 
-Both must agree to float32 rounding; the script checks that before timing.
+All must agree to float32 rounding; the script checks that.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import time
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rl_reason.models import transformer
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.sampler import best_time  # noqa: E402
+from rl_reason.models import transformer  # noqa: E402
 
 HEADS, KV_HEADS, HEAD_DIM = 8, 4, 64
 
@@ -40,20 +46,20 @@ def token_major(q_B1HE, k_BSKE, v_BSKE, mask_B1S):
     return out.reshape(B, 1, H, E)
 
 
+def einsum(q_B1HE, k_BKES, v_BKSE, mask_B1S):
+    return transformer._einsum_attention(q_B1HE, k_BKES, v_BKSE, mask_B1S, "bkes", "bkse")
+
+
 def timed(attention, q, k, v, mask, repeats: int) -> tuple[float, jax.Array]:
+    """(best seconds per step, output) of 64 steps in one jitted loop."""
     @jax.jit
     def loop(q, k, v, mask):
         # Each step's query depends on the last output, so no step can be skipped.
         return jax.lax.fori_loop(0, 64, lambda i, acc: acc + attention(q + 1e-6 * acc, k, v,
                                                                        mask),
                                  jnp.zeros_like(q))
-    out = loop(q, k, v, mask).block_until_ready()
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        loop(q, k, v, mask).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return best / 64, out
+    out = loop(q, k, v, mask).block_until_ready()  # compiles; not timed
+    return best_time(lambda: loop(q, k, v, mask).block_until_ready(), repeats) / 64, out
 
 
 def main() -> None:
@@ -77,15 +83,21 @@ def main() -> None:
     k_cache = jnp.transpose(k, (0, 2, 3, 1))  # [B, K, E, S]
     v_cache = jnp.transpose(v, (0, 2, 1, 3))  # [B, K, S, E]
 
-    ours, ours_out = timed(transformer._cached_attention, q, k_cache, v_cache, mask,
-                           args.repeats)
-    theirs, theirs_out = timed(token_major, q, k, v, mask, args.repeats)
-    np.testing.assert_allclose(np.asarray(ours_out), np.asarray(theirs_out), rtol=1e-4,
-                               atol=1e-4)
+    variants = {
+        "rl_reason   [B,K,E,S] / [B,K,S,E]": (transformer._cached_attention, k_cache, v_cache),
+        "einsum      [B,K,E,S] / [B,K,S,E]": (einsum, k_cache, v_cache),
+        "token-major [B,S,K,E]            ": (token_major, k, v),
+    }
     print(f"decode attention, batch {B}, {S} slots, {HEADS} heads / {KV_HEADS} KV heads x "
           f"{HEAD_DIM}, {jax.devices()[0].platform}; best of {args.repeats}, ms per layer-step")
-    print(f"  rl_reason   [B,K,E,S] / [B,K,S,E]  {ours * 1e3:6.2f}")
-    print(f"  token-major [B,S,K,E]              {theirs * 1e3:6.2f}")
+    reference = None
+    for name, (attention, keys, values) in variants.items():
+        seconds, out = timed(attention, q, keys, values, mask, args.repeats)
+        if reference is None:
+            reference = np.asarray(out)
+        np.testing.assert_allclose(np.asarray(out), reference, rtol=1e-4, atol=1e-4,
+                                   err_msg=name)
+        print(f"  {name}  {seconds * 1e3:6.2f}", flush=True)
 
 
 if __name__ == "__main__":

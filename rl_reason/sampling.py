@@ -64,7 +64,8 @@ from rl_reason.models.model import Model
 TRACE_COUNT: collections.Counter = collections.Counter()
 
 # Decode segments (module docstring): at most DECODE_SEGMENTS, each at least MIN_SEGMENT
-# new tokens long. Four segments read 5/8 of what one reads, for four loop bodies.
+# new tokens long. Four segments read 5/8 of the generated slots one segment reads, for
+# four loop bodies.
 DECODE_SEGMENTS = 4
 MIN_SEGMENT = 64
 

@@ -43,3 +43,20 @@ def build_tiny_policy(path: str, seed: int = 0) -> str:
 @pytest.fixture(scope="session")
 def tiny_policy(tmp_path_factory) -> str:
     return build_tiny_policy(str(tmp_path_factory.mktemp("tiny_policy")))
+
+
+@pytest.fixture
+def load_benchmark():
+    """load_benchmark("sampler") imports benchmarks/sampler.py (scripts, not a package)."""
+    import importlib.util
+    import pathlib
+
+    folder = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,24 +1,12 @@
 """benchmarks/decode_ceiling.py times the same work in XLA and torch: check it is."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 
 from rl_reason import models
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "decode_ceiling.py"
 
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("decode_ceiling", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_xla_and_torch_loops_compute_the_same_decode_matmuls():
-    bench = _load_benchmark()
+def test_xla_and_torch_loops_compute_the_same_decode_matmuls(load_benchmark):
+    bench = load_benchmark("decode_ceiling")
     config = models.get_preset("tiny-qwen3")
     weights = bench.random_weights(config, seed=1)
     layer_shapes, unembed = bench.weight_shapes(config)

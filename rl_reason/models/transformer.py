@@ -20,7 +20,7 @@ The KV cache is an explicit pytree {'k': L x [B, K, E, S], 'v': L x [B, K, S, E]
 array per layer, so a decode step writes its new token in place without moving the
 rest of the cache) passed in and returned. Both are heads-major and keys are stored
 transposed, so a decode step's scores (q . k over E) and output (p . v over S) each
-reduce over a non-minor axis: 0.64 ms against 1.77 ms per layer for the token-major
+reduce over a non-minor axis: 0.56 ms against 2.24 ms per layer for the token-major
 [B, S, K, E] layout (benchmarks/decode_attention.py, batch 64, 80 slots, CPU), and
 plain matmuls without a transpose on accelerators. The cached path takes the layers stacked
 or already split by `unstack_layers` (the sampler splits them once, outside its
@@ -121,39 +121,39 @@ def apply_rope(x_BTNE, cos_sin):
     return out.astype(x_BTNE.dtype)
 
 
-def _attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS):
-    """Attention of T queries over the T keys of the same pass (no cache)."""
+def _einsum_attention(q_BTHE, k, v, mask_BTS, k_axes: str, v_axes: str):
+    """Masked softmax attention as two einsums; k_axes / v_axes name the key and value
+    layouts in einsum letters (b batch, s slot, k kv head, e head dim)."""
     B, T, H, E = q_BTHE.shape
-    K = k_BSKE.shape[2]
+    K = k.shape[k_axes.index("k")]
     q = q_BTHE.reshape(B, T, K, H // K, E)
-    scores = jnp.einsum("btkge,bske->bkgts", q, k_BSKE,
+    scores = jnp.einsum(f"btkge,{k_axes}->bkgts", q, k,
                         preferred_element_type=jnp.float32) / math.sqrt(E)
     scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BSKE.dtype)
-    out = jnp.einsum("bkgts,bske->btkge", probs, v_BSKE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum(f"bkgts,{v_axes}->btkge", probs, v)
     return out.reshape(B, T, H, E)
+
+
+def _attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS):
+    """Attention of T queries over the T keys of the same pass (no cache)."""
+    return _einsum_attention(q_BTHE, k_BSKE, v_BSKE, mask_BTS, "bske", "bske")
 
 
 def _cached_attention(q_BTHE, k_BKES, v_BKSE, mask_BTS):
     """Attention of T queries over the S cache slots (cache layout: module docstring)."""
-    B, T, H, E = q_BTHE.shape
-    K = k_BKES.shape[1]
-    q = q_BTHE.reshape(B, T, K, H // K, E)
-    if T == 1 and jax.default_backend() == "cpu":
+    if q_BTHE.shape[1] == 1 and jax.default_backend() == "cpu":
         # One query per sequence as fused multiply-and-reduce over non-minor axes:
-        # faster than the einsum on CPU (measured 4.0 vs 5.6 ms per layer at batch 256).
-        q_BKGE1 = q[:, 0, :, :, :, None].astype(jnp.float32)
+        # faster than the einsum on CPU (benchmarks/decode_attention.py).
+        B, _, H, E = q_BTHE.shape
+        K = k_BKES.shape[1]
+        q_BKGE1 = q_BTHE.reshape(B, K, H // K, E, 1).astype(jnp.float32)
         scores = jnp.sum(q_BKGE1 * k_BKES[:, :, None], axis=3) / math.sqrt(E)  # [B,K,G,S]
         scores = jnp.where(mask_BTS[:, :, None, :], scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(v_BKSE.dtype)
         out = jnp.sum(probs[..., None] * v_BKSE[:, :, None], axis=3)           # [B,K,G,E]
         return out.reshape(B, 1, H, E)
-    scores = jnp.einsum("btkge,bkes->bkgts", q, k_BKES,
-                        preferred_element_type=jnp.float32) / math.sqrt(E)
-    scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BKSE.dtype)
-    out = jnp.einsum("bkgts,bkse->btkge", probs, v_BKSE)
-    return out.reshape(B, T, H, E)
+    return _einsum_attention(q_BTHE, k_BKES, v_BKSE, mask_BTS, "bkes", "bkse")
 
 
 def _layer(config: ModelConfig, cos_sin, h_BTD, layer, mask_BTS,
