@@ -1,32 +1,41 @@
 """The sampler: one jitted prefill plus a `lax.while_loop` decode over the KV cache.
 
     out = generate(model, prompts, max_new_tokens=256, rng=0, temperature=1.0)
-    out.tokens     [N, max_new_tokens] int32   generated tokens incl. the stop token,
-                                               then pad_id
-    out.lengths    [N] int32                   generated tokens incl. the stop token
-    out.logprobs   [N, max_new_tokens] float32 log-prob of each sampled token under
-                                               the distribution it was drawn from
-                                               (after temperature, top-k, top-p); 0
-                                               after `lengths`
-    out.truncated  [N] bool                    hit max_new_tokens with no stop token
-    out.response_tokens()                      list of each row's tokens
-    out.decode(tokenizer)                      list of each row's text
+    out.tokens           [N, W] int32    generated tokens incl. the stop token, then
+                                         pad_id
+    out.lengths          [N] int32       generated tokens incl. the stop token
+    out.logprobs         [N, W] float32  log-prob of each sampled token under the
+                                         distribution it was drawn from (after
+                                         temperature, top-k, top-p); 0 after `lengths`
+    out.policy_logprobs  [N, W] float32  the same tokens' log-probs under the policy,
+                                         log_softmax(logits / temperature) with no
+                                         top-k or top-p (what rl.logprobs computes);
+                                         the `logprobs` array itself when no filter is
+                                         on; 0 after `lengths`
+    out.truncated        [N] bool        hit its budget with no stop token
+    out.response_tokens()                list of each row's tokens
+    out.decode(tokenizer)                list of each row's text
+
+max_new_tokens is one budget for every row, or a sequence of one budget per prompt:
+each row stops at its own budget or at its first stop token, and W = max(budgets).
+A row's output does not depend on the other rows' budgets: row i of a call with
+budgets [5, 30] is row i of the same call with max_new_tokens=5, padded to width 30.
 
 `prefixes[i]` continues a partial response: prompt + prefix is the context and the
 outputs hold only the continuation (its log-probs are those of the continuation).
 
 Sampling: logits / temperature, then top-k (top_k=0: off), then top-p over what is
 left (top_p=1: off), then a categorical draw. Tokens tied with the last one kept are
-kept too. greedy=True (or temperature=0) takes the argmax; its log-probs are then
-those of the untempered model distribution (a point mass would always give 0).
+kept too. greedy=True (or temperature=0) takes the argmax; both its log-probs are
+then those of the untempered model distribution (a point mass would always give 0).
 
 Each row draws from its own key, fold_in(fold_in(rng, step), row), so a row's
 output does not depend on padding, batch size or sharding; the same rng gives the
 same output.
 
-Shapes are bucketed (context length, batch and max_new_tokens rounded up, see
+Shapes are bucketed (context length, batch and the largest budget rounded up, see
 `bucket`) so that calls with similar inputs reuse one compilation; temperature,
-top_p, top_k, stop ids and the exact max_new_tokens are runtime values.
+top_p, top_k, stop ids and the budgets themselves are runtime values.
 
 With `mesh`, parameters are placed by sharding.param_shardings, and the batch and KV
 cache are split over ('data', 'fsdp'); the batch is padded to a multiple of that
@@ -39,8 +48,8 @@ made every step read all P + G slots, and at long lengths that read dominates a 
 (bench-19m, batch 64: 29 ms per step over 16 slots, 96 ms over 528). Each segment
 compiles its own loop body, so short generations (G < 2 x MIN_SEGMENT) stay in one.
 
-Shape legend: B padded batch, P padded context length, G new-token capacity (bucketed
-max_new_tokens), S = P + G cache slots, V vocab.
+Shape legend: N prompts, W output width (the largest budget), B padded batch, P padded
+context length, G new-token capacity (bucketed W), S = P + G cache slots, V vocab.
 """
 
 from __future__ import annotations
@@ -78,10 +87,11 @@ def segment_ends(capacity: int) -> tuple[int, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class SampleOutput:
-    tokens: np.ndarray     # [N, max_new_tokens] int32
-    lengths: np.ndarray    # [N] int32
-    logprobs: np.ndarray   # [N, max_new_tokens] float32
-    truncated: np.ndarray  # [N] bool
+    tokens: np.ndarray           # [N, W] int32
+    lengths: np.ndarray          # [N] int32
+    logprobs: np.ndarray         # [N, W] float32, of the sampling distribution
+    policy_logprobs: np.ndarray  # [N, W] float32, of the unfiltered policy
+    truncated: np.ndarray        # [N] bool
 
     def response_tokens(self) -> list[list[int]]:
         """Each row's generated tokens, up to and including its stop token."""
@@ -120,7 +130,7 @@ class _Settings:
     top_p: jax.Array        # [] float32
     top_k: jax.Array        # [] int32; 0 = off
     stop_ids: jax.Array     # [n] int32, padded with -1
-    max_new_tokens: jax.Array  # [] int32, <= G
+    max_new_tokens_B: jax.Array  # int32, each <= G; batch-padding rows 1
     pad_id: jax.Array       # [] int32
 
 
@@ -130,9 +140,10 @@ class _DecodeState:
     step: jax.Array          # [] int32: tokens generated so far (per row, until done)
     tokens_BG: jax.Array     # int32
     logprobs_BG: jax.Array   # float32
+    policy_logprobs_BG: jax.Array | None  # float32; None unless filtered: logprobs_BG
     lengths_B: jax.Array     # int32
     stopped_B: jax.Array     # bool: emitted a stop token
-    done_B: jax.Array        # bool: stopped, or a batch-padding row
+    done_B: jax.Array        # bool: stopped, reached its budget, or a batch-padding row
     cache: dict
 
 
@@ -154,41 +165,52 @@ def _filter_logits(logits_BV, settings: _Settings):
 
 
 def _sample(logits_BV, key, settings: _Settings, greedy: bool, filtered: bool):
-    """(token_B, logprob_B) for one step; each row uses its own key fold_in(key, row)."""
+    """(token_B, logprob_B, policy_logprob_B) for one step: log-probs under the sampling
+    distribution and under the unfiltered one (the same array unless filtered). Each
+    row uses its own key fold_in(key, row)."""
+    def logprob_of(logits_BV, token_B):
+        logprobs_BV = jax.nn.log_softmax(logits_BV, axis=-1)
+        return jnp.take_along_axis(logprobs_BV, token_B[:, None], axis=-1)[:, 0]
+
     if greedy:
         token_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
-        logprobs_BV = jax.nn.log_softmax(logits_BV, axis=-1)
-    else:
-        scaled_BV = logits_BV / settings.temperature
-        if filtered:
-            scaled_BV = _filter_logits(scaled_BV, settings)
-        B, V = logits_BV.shape
-        row_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(B))
-        gumbel_BV = jax.vmap(lambda k: jax.random.gumbel(k, (V,), jnp.float32))(row_keys)
-        token_B = jnp.argmax(scaled_BV + gumbel_BV, axis=-1).astype(jnp.int32)
-        logprobs_BV = jax.nn.log_softmax(scaled_BV, axis=-1)
-    logprob_B = jnp.take_along_axis(logprobs_BV, token_B[:, None], axis=-1)[:, 0]
-    return token_B, logprob_B
+        logprob_B = logprob_of(logits_BV, token_B)
+        return token_B, logprob_B, logprob_B
+    policy_BV = logits_BV / settings.temperature
+    sampled_BV = _filter_logits(policy_BV, settings) if filtered else policy_BV
+    B, V = logits_BV.shape
+    row_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(B))
+    gumbel_BV = jax.vmap(lambda k: jax.random.gumbel(k, (V,), jnp.float32))(row_keys)
+    token_B = jnp.argmax(sampled_BV + gumbel_BV, axis=-1).astype(jnp.int32)
+    logprob_B = logprob_of(sampled_BV, token_B)
+    return token_B, logprob_B, logprob_of(policy_BV, token_B) if filtered else logprob_B
 
 
 def _record(state: _DecodeState, logits_BV, rng, settings: _Settings, greedy: bool,
             filtered: bool) -> _DecodeState:
     """Samples token number `state.step` for every row still running."""
-    token_B, logprob_B = _sample(logits_BV, jax.random.fold_in(rng, state.step), settings,
-                                 greedy, filtered)
+    token_B, logprob_B, policy_logprob_B = _sample(
+        logits_BV, jax.random.fold_in(rng, state.step), settings, greedy, filtered)
     live_B = ~state.done_B
-    token_B = jnp.where(live_B, token_B, settings.pad_id)
-    logprob_B = jnp.where(live_B, logprob_B, 0.0)
+
+    def put(values_BG, value_B, fill):
+        value_B = jnp.where(live_B, value_B, fill)
+        return jax.lax.dynamic_update_index_in_dim(values_BG, value_B, state.step, 1)
+
     is_stop_B = jnp.any(token_B[:, None] == settings.stop_ids[None, :], axis=-1) & live_B
+    policy_logprobs_BG = state.policy_logprobs_BG
+    if policy_logprobs_BG is not None:
+        policy_logprobs_BG = put(policy_logprobs_BG, policy_logprob_B, 0.0)
     return dataclasses.replace(
         state,
         step=state.step + 1,
-        tokens_BG=jax.lax.dynamic_update_index_in_dim(state.tokens_BG, token_B, state.step, 1),
-        logprobs_BG=jax.lax.dynamic_update_index_in_dim(state.logprobs_BG, logprob_B,
-                                                        state.step, 1),
+        tokens_BG=put(state.tokens_BG, token_B, settings.pad_id),
+        logprobs_BG=put(state.logprobs_BG, logprob_B, 0.0),
+        policy_logprobs_BG=policy_logprobs_BG,
         lengths_B=state.lengths_B + live_B.astype(jnp.int32),
         stopped_B=state.stopped_B | is_stop_B,
-        done_B=state.done_B | is_stop_B,
+        # A live row's length is the step count, so it reaches its budget at step + 1.
+        done_B=state.done_B | is_stop_B | (state.step + 1 >= settings.max_new_tokens_B),
     )
 
 
@@ -231,6 +253,7 @@ def _generate_padded(model: Model, tokens_BP, context_lengths_B, real_B, rng,
         step=jnp.zeros((), jnp.int32),
         tokens_BG=jnp.full((B, capacity), settings.pad_id, jnp.int32),
         logprobs_BG=jnp.zeros((B, capacity), jnp.float32),
+        policy_logprobs_BG=jnp.zeros((B, capacity), jnp.float32) if filtered else None,
         lengths_B=jnp.zeros((B,), jnp.int32),
         stopped_B=jnp.zeros((B,), bool),
         done_B=~real_B,
@@ -246,9 +269,8 @@ def _generate_padded(model: Model, tokens_BP, context_lengths_B, real_B, rng,
 
         def cond(state: _DecodeState, end=end):
             # Step `step` writes cache slot P + step - 1: the segment's slots last
-            # while step < end.
-            return ((state.step < jnp.minimum(settings.max_new_tokens, end))
-                    & ~jnp.all(state.done_B))
+            # while step < end. Every row is done by the largest budget (<= capacity).
+            return (state.step < end) & ~jnp.all(state.done_B)
 
         def body(state: _DecodeState, slot_S=slot_S):
             last_B1 = jax.lax.dynamic_slice_in_dim(state.tokens_BG, state.step - 1, 1, axis=1)
@@ -263,7 +285,8 @@ def _generate_padded(model: Model, tokens_BP, context_lengths_B, real_B, rng,
             return _record(state, logits_B1V[:, 0], rng, settings, greedy, filtered)
 
         state = jax.lax.while_loop(cond, body, state)
-    return state.tokens_BG, state.logprobs_BG, state.lengths_B, state.stopped_B
+    return (state.tokens_BG, state.logprobs_BG, state.policy_logprobs_BG, state.lengths_B,
+            state.stopped_B)
 
 
 def _put(array: np.ndarray, placement):
@@ -279,7 +302,8 @@ def _fetch(array: jax.Array) -> np.ndarray:
     return np.asarray(array)
 
 
-def generate(model: Model, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+def generate(model: Model, prompts: Sequence[Sequence[int]], *,
+             max_new_tokens: int | Sequence[int],
              rng: jax.Array | int, temperature: float = 1.0, top_p: float = 1.0,
              top_k: int = 0, greedy: bool = False,
              stop_token_ids: Sequence[int] | None = None,
@@ -287,6 +311,7 @@ def generate(model: Model, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
              mesh: jax.sharding.Mesh | None = None) -> SampleOutput:
     """Samples a continuation of every prompt (see the module docstring).
 
+    max_new_tokens: one budget for all rows, or one per prompt.
     stop_token_ids defaults to model.config.eos_token_ids; pass () to never stop early.
     """
     prompts = [list(p) for p in prompts]
@@ -307,8 +332,20 @@ def generate(model: Model, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
     if bad.size:
         raise ValueError(f"generate: token id {bad[0]} is outside the model's vocabulary "
                          f"[0, vocab_size={vocab})")
-    if max_new_tokens < 1:
-        raise ValueError(f"generate: max_new_tokens={max_new_tokens} must be >= 1")
+    N = len(contexts)
+    per_row = np.ndim(max_new_tokens) > 0
+    budgets = [int(b) for b in max_new_tokens] if per_row else [int(max_new_tokens)] * N
+    if len(budgets) != N:
+        raise ValueError(f"generate: {len(budgets)} max_new_tokens for {N} prompts")
+    config = model.config
+    for i, (context, budget) in enumerate(zip(contexts, budgets)):
+        name = f"max_new_tokens[{i}]" if per_row else "max_new_tokens"
+        if budget < 1:
+            raise ValueError(f"generate: {name}={budget} must be >= 1")
+        if len(context) + budget > config.max_position_embeddings:
+            raise ValueError(f"generate: row {i}: context of {len(context)} tokens + "
+                             f"{name}={budget} exceeds max_position_embeddings="
+                             f"{config.max_position_embeddings}")
     if temperature < 0:
         raise ValueError(f"generate: temperature={temperature} must be >= 0 (0 = greedy)")
     if not 0 < top_p <= 1:
@@ -316,19 +353,13 @@ def generate(model: Model, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
     if top_k < 0:
         raise ValueError(f"generate: top_k={top_k} must be >= 0 (0 = off)")
     greedy = greedy or temperature == 0
-    config = model.config
-    longest = max(len(c) for c in contexts)
-    if longest + max_new_tokens > config.max_position_embeddings:
-        raise ValueError(f"generate: context of {longest} tokens + max_new_tokens="
-                         f"{max_new_tokens} exceeds max_position_embeddings="
-                         f"{config.max_position_embeddings}")
+    filtered = not greedy and (top_p < 1 or top_k > 0)
     stop_ids = config.eos_token_ids if stop_token_ids is None else tuple(stop_token_ids)
 
-    N = len(contexts)
     # 16, not bucket's 32: a 16-token prompt padded to 32 doubled the prefill and made
     # every decode step attend over 16 more empty slots (measured on bench-19m: +10% /
     # +17% tokens/s at batch 64 / 256); at most two more shapes below 32.
-    P = bucket(longest, minimum=16)
+    P = bucket(max(len(c) for c in contexts), minimum=16)
     B = bucket(N, minimum=1)
     if mesh is not None:
         data_parallel = sharding.data_parallel_size(mesh)
@@ -339,10 +370,13 @@ def generate(model: Model, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
         tokens_BP[i, P - len(c):] = c
         context_lengths_B[i] = len(c)
     real_B = np.arange(B) < N
+    budgets_B = np.ones((B,), np.int32)
+    budgets_B[:N] = budgets
     stop_array = np.full((max(8, -(-len(stop_ids) // 8) * 8),), -1, np.int32)
     stop_array[:len(stop_ids)] = stop_ids
 
-    capacity = bucket(max_new_tokens)
+    W = max(budgets)
+    capacity = bucket(W)
     rng = jax.random.PRNGKey(rng) if isinstance(rng, int) else rng
     batch = sharding.batch_sharding(mesh) if mesh is not None else None
     same = sharding.replicated(mesh) if mesh is not None else None
@@ -354,17 +388,19 @@ def generate(model: Model, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
         top_p=_put(np.float32(top_p), same),
         top_k=_put(np.int32(top_k), same),
         stop_ids=_put(stop_array, same),
-        max_new_tokens=_put(np.int32(max_new_tokens), same),
+        max_new_tokens_B=_put(budgets_B, batch),
         pad_id=_put(np.int32(pad_id), same),
     )
-    tokens, logprobs, lengths, stopped = _generate_padded(
+    tokens, logprobs, policy_logprobs, lengths, stopped = _generate_padded(
         model, _put(tokens_BP, batch), _put(context_lengths_B, batch), _put(real_B, batch),
         rng, settings, capacity=capacity, segments=segment_ends(capacity), greedy=greedy,
-        filtered=not greedy and (top_p < 1 or top_k > 0), mesh=mesh)
-    lengths = _fetch(lengths)[:N]
+        filtered=filtered, mesh=mesh)
+    logprobs = _fetch(logprobs)[:N, :W]
     return SampleOutput(
-        tokens=_fetch(tokens)[:N, :max_new_tokens],
-        lengths=lengths,
-        logprobs=_fetch(logprobs)[:N, :max_new_tokens],
+        tokens=_fetch(tokens)[:N, :W],
+        lengths=_fetch(lengths)[:N],
+        logprobs=logprobs,
+        policy_logprobs=(logprobs if policy_logprobs is None
+                         else _fetch(policy_logprobs)[:N, :W]),
         truncated=~_fetch(stopped)[:N],
     )

@@ -16,6 +16,7 @@ import pytest
 
 from rl_reason import models, sampling, sharding
 from rl_reason.models import transformer
+from rl_reason.rl.logprobs import token_logprobs
 
 NEW = 10           # max_new_tokens in most tests
 REF_SHAPE = (8, 64)
@@ -226,7 +227,10 @@ def test_no_recompilation_within_a_bucket(model, greedy_out):
              [dict(temperature=0.7), dict(temperature=1.5)]]
     for mode in modes:  # compiled by the other tests already, unless run alone
         sampling.generate(model, **calls[0], rng=0, **mode[0])
+    # Per-row budgets are runtime values too: only their maximum's bucket is a shape.
+    calls.append(dict(calls[0], max_new_tokens=[7, 1, 32]))
     before = sampling._generate_padded._cache_size()
+    traces = sampling.TRACE_COUNT["generate"]
     with count_compiles() as compiles:
         for call in calls:
             for mode in modes:
@@ -234,6 +238,7 @@ def test_no_recompilation_within_a_bucket(model, greedy_out):
                     sampling.generate(model, **call, rng=1, **options)
     assert compiles[0] == 0
     assert sampling._generate_padded._cache_size() == before
+    assert sampling.TRACE_COUNT["generate"] == traces
 
 
 def test_segment_ends():
@@ -262,6 +267,76 @@ def test_segmented_decode_equals_one_segment(model, monkeypatch):
     np.testing.assert_allclose(sharded.logprobs, single.logprobs, atol=1e-4)
 
 
+def assert_rows_match_single_budget_calls(model, prompts, budgets, *, atol, **kwargs):
+    """Row i of a call with per-row budgets is row i of the call with
+    max_new_tokens=budgets[i] (padded to the widest budget); returns the former."""
+    out = sampling.generate(model, prompts, max_new_tokens=budgets, **kwargs)
+    width = max(budgets)
+    assert out.tokens.shape == out.logprobs.shape == out.policy_logprobs.shape == (
+        len(prompts), width)
+    for i, budget in enumerate(budgets):
+        single = sampling.generate(model, prompts, max_new_tokens=budget, **kwargs)
+        padding = (0, width - budget)
+        np.testing.assert_array_equal(
+            out.tokens[i], np.pad(single.tokens[i], padding,
+                                  constant_values=kwargs.get("pad_id", 0)), err_msg=f"row {i}")
+        for name in ("logprobs", "policy_logprobs"):
+            np.testing.assert_allclose(getattr(out, name)[i],
+                                       np.pad(getattr(single, name)[i], padding),
+                                       rtol=0, atol=atol, err_msg=f"row {i} {name}")
+        assert out.lengths[i] == single.lengths[i] and out.truncated[i] == single.truncated[i]
+    return out
+
+
+def test_per_row_budgets_give_each_rows_single_budget_output(model):
+    # Same shapes as the single-budget calls (capacity 32): bit for bit.
+    budgets = [5, 12, 30]
+    out = assert_rows_match_single_budget_calls(
+        model, PROMPTS, budgets, atol=0, rng=3, temperature=1.3, top_p=0.7,
+        stop_token_ids=(), pad_id=127)
+    np.testing.assert_array_equal(out.lengths, budgets)
+    assert out.truncated.all()
+    assert out.response_tokens()[0] == out.tokens[0, :5].tolist()
+
+
+def test_per_row_budgets_with_stop_ids_and_segments(model):
+    # Capacity 256 in four segments; the single-budget calls have 1 to 4 segments, so
+    # their attention windows differ (hence a tolerance on log-probs).
+    budgets = [200, 100, 120, 70]
+    out = assert_rows_match_single_budget_calls(
+        model, PROMPTS + [[12, 13]], budgets, atol=1e-5, rng=5, temperature=0.9,
+        stop_token_ids=(7,))
+    # Rows 0 and 1 stop at id 7 before their budgets, row 0 in the third segment; rows 2
+    # and 3 run to their own budgets, in the second segment.
+    np.testing.assert_array_equal(out.truncated, [False, False, True, True])
+    assert 128 < out.lengths[0] < budgets[0] and out.lengths[1] < budgets[1]
+    np.testing.assert_array_equal(out.lengths[2:], budgets[2:])
+    assert (out.tokens[[0, 1], out.lengths[:2] - 1] == 7).all()
+
+
+def test_policy_logprobs_are_the_training_pass_logprobs(model):
+    temperature = 1.3
+    out = sampling.generate(model, PROMPTS, max_new_tokens=NEW, rng=3, temperature=temperature,
+                            top_p=0.7, stop_token_ids=())
+    # Top-p renormalises over fewer tokens: never below the policy, above it where it
+    # dropped any.
+    gap = out.logprobs - out.policy_logprobs
+    assert (gap >= -1e-6).all() and (gap > 1e-3).any()
+    tokens, valid = np.zeros(REF_SHAPE, np.int32), np.zeros(REF_SHAPE, bool)
+    for i, (prompt, response) in enumerate(zip(PROMPTS, out.response_tokens())):
+        tokens[i, :len(prompt) + NEW] = prompt + response
+        valid[i, :len(prompt) + NEW] = True
+    logp = np.asarray(token_logprobs(model.params, model.config, tokens, valid, temperature))
+    for i, prompt in enumerate(PROMPTS):
+        np.testing.assert_allclose(out.policy_logprobs[i], logp[i, len(prompt):][:NEW],
+                                   rtol=0, atol=1e-5)
+    # With no filter (or greedy) the sampling distribution is the policy's: one array.
+    for options in (dict(temperature=0.7), dict(greedy=True)):
+        plain = sampling.generate(model, PROMPTS, max_new_tokens=NEW, rng=3,
+                                  stop_token_ids=(), **options)
+        assert plain.policy_logprobs is plain.logprobs
+
+
 @pytest.mark.parametrize("axes", [(2, 2, 2), (8, 1, 1)])
 def test_sharded_parameters_give_single_device_tokens(model, axes):
     mesh = sharding.make_mesh(*axes)
@@ -273,6 +348,15 @@ def test_sharded_parameters_give_single_device_tokens(model, axes):
     np.testing.assert_array_equal(sharded.tokens, single.tokens)
     np.testing.assert_allclose(sharded.logprobs, single.logprobs, atol=1e-4)
     np.testing.assert_array_equal(sharded.lengths, single.lengths)
+    # Per-row budgets are split over the batch axes with the rows.
+    budgets = [1, NEW, 6]
+    single = sampling.generate(model, PROMPTS, max_new_tokens=budgets, rng=7, temperature=0.7,
+                               stop_token_ids=())
+    sharded = sampling.generate(model, PROMPTS, max_new_tokens=budgets, rng=7, temperature=0.7,
+                                stop_token_ids=(), mesh=mesh)
+    np.testing.assert_array_equal(sharded.tokens, single.tokens)
+    np.testing.assert_allclose(sharded.logprobs, single.logprobs, atol=1e-4)
+    np.testing.assert_array_equal(sharded.lengths, budgets)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -285,6 +369,10 @@ def test_sharded_parameters_give_single_device_tokens(model, axes):
     (dict(prompts=[[1, 128]]), "token id 128 .*vocab_size=128"),
     (dict(prompts=[[1, -1]]), "token id -1"),
     (dict(max_new_tokens=0), "max_new_tokens=0"),
+    (dict(prompts=[[1], [2]], max_new_tokens=[3]), "1 max_new_tokens for 2 prompts"),
+    (dict(prompts=[[1], [2]], max_new_tokens=[3, 0]), r"max_new_tokens\[1\]=0 must be >= 1"),
+    (dict(prompts=[[1], [1] * 500], max_new_tokens=[20, 13]),
+     r"row 1: context of 500 tokens \+ max_new_tokens\[1\]=13 .*=512"),
     (dict(temperature=-0.5), "temperature=-0.5"),
     (dict(top_p=0.0), "top_p=0.0"),
     (dict(top_p=1.5), "top_p=1.5"),
