@@ -39,6 +39,10 @@ def get_base_config() -> ml_collections.ConfigDict:
         # Difficulty levels of the embedded task used for training and held-out
         # evaluation (rl_reason/data/synthetic.py LEVELS, 1 = easiest).
         embedded_levels=(1, 2, 3, 4, 5, 6, 7, 8),
+        # When retirement (or num_epochs) leaves fewer prompts than a step asks for:
+        # 'stop' ends the run cleanly (final evaluation, checkpoint, export); 'shrink'
+        # serves the prompts that are left, and stops when none are.
+        when_exhausted="stop",
     ))
 
     c.verifier = ml_collections.ConfigDict(dict(
@@ -71,6 +75,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         kl_estimator="k3",
         entropy_coef=0.0,
         shaping_gamma=0.1,        # off-policy f(w) = w / (w + gamma)
+        # Off-policy tokens: 'shaped' (f(w) above), 'ratio' (raw importance ratio w),
+        # 'none' (-A * log p, no importance correction).
+        off_policy_weight="shaped",
         clip_on_policy=True,
         dynamic_sampling=False,   # DAPO: drop all-equal groups and refill
         max_refill_rounds=3,
@@ -93,6 +100,9 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict(dict(
         num_steps=100,
+        # >0: also stop once this many tokens were generated in all (every sampler call
+        # counts: rollouts, hints, retries, mining), so arms compare at equal budget.
+        max_generated_tokens=0,
         log_every=1,
         eval_every=0,             # 0 = only before the first and after the last step
         checkpoint_every=10,

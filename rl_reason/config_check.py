@@ -9,6 +9,8 @@ AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "constant")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 DTYPES = ("float32", "bfloat16", "float16")
 VERIFIERS = ("math", "exact_int")
+OFF_POLICY_WEIGHTS = ("shaped", "ratio", "none")
+WHEN_EXHAUSTED = ("stop", "shrink")
 
 
 class ConfigError(ValueError):
@@ -40,6 +42,9 @@ def check(c, num_devices: int | None = None) -> None:
     _require(bool(levels) and all(level in LEVELS for level in levels),
              f"data.embedded_levels={levels}: a non-empty subset of {sorted(LEVELS)}")
 
+    _require(c.data.when_exhausted in WHEN_EXHAUSTED,
+             f"data.when_exhausted={c.data.when_exhausted!r}: one of {WHEN_EXHAUSTED}")
+
     r = c.rollout
     _require(r.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1")
     _require(r.group_size >= 1, "rollout.group_size must be >= 1")
@@ -63,6 +68,8 @@ def check(c, num_devices: int | None = None) -> None:
     _require(l.clip_low < 1, "loss.clip_low must be < 1 (the ratio floor is 1 - clip_low)")
     _require(l.kl_coef >= 0, "loss.kl_coef must be >= 0")
     _require(l.shaping_gamma > 0, "loss.shaping_gamma must be > 0")
+    _require(l.off_policy_weight in OFF_POLICY_WEIGHTS,
+             f"loss.off_policy_weight={l.off_policy_weight!r}: one of {OFF_POLICY_WEIGHTS}")
     _require(0 <= l.overlong_buffer < r.max_new_tokens,
              f"loss.overlong_buffer={l.overlong_buffer} must be in [0, rollout.max_new_tokens)")
     _require(l.max_refill_rounds >= 0, "loss.max_refill_rounds must be >= 0")
@@ -76,6 +83,7 @@ def check(c, num_devices: int | None = None) -> None:
 
     t = c.train
     _require(t.num_steps >= 1, "train.num_steps must be >= 1")
+    _require(t.max_generated_tokens >= 0, "train.max_generated_tokens must be >= 0 (0 = off)")
     _require(t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1")
     _require(t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
     _require(t.seq_bucket >= 1, "train.seq_bucket must be >= 1")

@@ -1,13 +1,18 @@
 """The rollout stage every method shares: sample responses for requests, verify them.
 
-Requests with the same generation length are sampled together, so a step costs one
-jitted decode loop per distinct length (per `rollout.max_sample_batch` rows, when set
-to bound the KV cache), whatever the method.
+All requests of a call are sampled together, each row with its own generation budget
+(`Request.max_new_tokens`), in as few sampler calls as `rollout.max_sample_batch`
+allows (one when it is 0). A request's response prefix is continued and scored with
+the continuation as one response.
+
+The engine also keeps the run's generation budget: tokens generated and sampler calls
+in all, saved with the checkpoint, so methods are compared at an equal budget.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 from typing import Sequence
 
 import jax
@@ -27,54 +32,71 @@ class RolloutEngine:
         self.pad_id = pad_id
         self.mesh = mesh
         self.timer = timer
-        self.generated_tokens = 0
+        self.generated_tokens = 0     # in all, across steps (checkpointed)
+        self.sampler_calls = 0
         self.status_counts: collections.Counter = collections.Counter()
+        self._groups_named = 0
+
+    def state(self) -> dict:
+        return {"generated_tokens": self.generated_tokens, "sampler_calls": self.sampler_calls}
+
+    def restore(self, state: dict) -> None:
+        self.generated_tokens = int(state.get("generated_tokens", 0))
+        self.sampler_calls = int(state.get("sampler_calls", 0))
+
+    def begin_step(self) -> None:
+        """Group names restart each step (they only need to be unique within one)."""
+        self._groups_named = 0
+        self.status_counts.clear()
 
     def _phase(self, name):
-        if self.timer is None:
-            import contextlib
-            return contextlib.nullcontext()
-        return self.timer.phase(name)
+        return self.timer.phase(name) if self.timer is not None else contextlib.nullcontext()
+
+    def _name_groups(self, requests: Sequence[Request]) -> None:
+        for req in requests:
+            if not req.group:
+                req.group = f"{req.record.id}#{self._groups_named}"
+                self._groups_named += 1
 
     def rollout(self, model, requests: Sequence[Request], rng) -> list[Sample]:
         """Samples for every request (num_samples each), in request order."""
-        by_length: dict[int, list[int]] = collections.defaultdict(list)
-        for i, req in enumerate(requests):
-            by_length[req.max_new_tokens or self.cfg.max_new_tokens].append(i)
-        per_request: dict[int, list[tuple]] = {}
-        for call, (max_new, indices) in enumerate(sorted(by_length.items())):
-            prompts, owners = [], []
-            for i in indices:
-                prompts += [requests[i].context] * requests[i].num_samples
-                owners += [i] * requests[i].num_samples
-            if not prompts:
-                continue
-            chunk = self.cfg.max_sample_batch or len(prompts)
-            for start in range(0, len(prompts), chunk):
-                with self._phase("sampling"):
-                    out = sampling.generate(
-                        model, prompts[start:start + chunk], max_new_tokens=max_new,
-                        rng=jax.random.fold_in(jax.random.fold_in(rng, call), start),
-                        temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                        top_k=self.cfg.top_k, stop_token_ids=self.stop_token_ids,
-                        pad_id=self.pad_id, mesh=self.mesh)
-                for row, i in enumerate(owners[start:start + chunk]):
-                    n = int(out.lengths[row])
-                    per_request.setdefault(i, []).append(
-                        (out.tokens[row, :n].tolist(), np.asarray(out.logprobs[row, :n]),
-                         bool(out.truncated[row])))
-                    self.generated_tokens += n
+        self._name_groups(requests)
+        owners = [i for i, req in enumerate(requests) for _ in range(req.num_samples)]
+        if not owners:
+            return []
+        contexts = [list(requests[i].context) + list(requests[i].prefix) for i in owners]
+        budgets = [requests[i].max_new_tokens or self.cfg.max_new_tokens for i in owners]
+        chunk = self.cfg.max_sample_batch or len(owners)
+        generated = []
+        for start in range(0, len(owners), chunk):
+            with self._phase("sampling"):
+                out = sampling.generate(
+                    model, contexts[start:start + chunk],
+                    max_new_tokens=budgets[start:start + chunk],
+                    rng=jax.random.fold_in(rng, start), temperature=self.cfg.temperature,
+                    top_p=self.cfg.top_p, top_k=self.cfg.top_k,
+                    stop_token_ids=self.stop_token_ids, pad_id=self.pad_id, mesh=self.mesh)
+            self.sampler_calls += 1
+            for row in range(len(out.lengths)):
+                n = int(out.lengths[row])
+                generated.append((out.tokens[row, :n].tolist(),
+                                  np.asarray(out.logprobs[row, :n]),
+                                  np.asarray(out.policy_logprobs[row, :n]),
+                                  bool(out.truncated[row])))
+                self.generated_tokens += n
 
-        flat = [(requests[i], *item) for i in range(len(requests))
-                for item in per_request.get(i, [])]
-        texts = [self.tokenizer.decode(resp, skip_special_tokens=True)
-                 for _, resp, _, _ in flat]
+        texts = [self.tokenizer.decode(list(requests[i].prefix) + response,
+                                       skip_special_tokens=True)
+                 for i, (response, *_) in zip(owners, generated)]
         with self._phase("verify"):
-            results = self.verifier.verify_batch(texts, [req.record.answer for req, *_ in flat])
+            results = self.verifier.verify_batch(texts, [requests[i].record.answer
+                                                         for i in owners])
         samples = []
-        for (req, resp, logp, trunc), text, res in zip(flat, texts, results):
+        for i, (response, logp, policy_logp, truncated), text, res in zip(
+                owners, generated, texts, results):
             self.status_counts[res.status] += 1
-            samples.append(Sample(request=req, response=resp, logprobs=logp, truncated=trunc,
-                                  text=text, reward=float(res.reward), status=res.status,
+            samples.append(Sample(request=requests[i], response=response, logprobs=logp,
+                                  policy_logprobs=policy_logp, truncated=truncated, text=text,
+                                  reward=float(res.reward), status=res.status,
                                   extracted=res.extracted))
         return samples

@@ -1,15 +1,16 @@
 """The one trainer loop every method shares.
 
-    setup        config check, mesh, policy (+ frozen reference), data, verifier,
-                 method, checkpoint restore
+    setup        config check, mesh, policy, data, verifier, method, checkpoint restore
+                 (method state first: its loss settings and KL needs may depend on it),
+                 then the frozen reference if the method's loss uses a KL
     each step    prepare -> rollout rounds (sample, verify, follow_up)
-                 -> build_batch -> log-prob pass -> update(s) -> after_step
-                 -> metrics, evaluation, checkpoint
+                 -> build_batch -> log-prob pass -> update(s) with this step's loss
+                 settings -> after_step -> metrics, evaluation, checkpoint
     end          final evaluation, checkpoint, Hugging Face export
 
-Everything random is derived from (seed, step), and data position and method state
-are checkpointed, so a run killed at any point and restarted with the same command
-and workdir continues exactly as if it had not stopped.
+Everything random is derived from (seed, step), and data position, method state and
+the generation budget are checkpointed, so a run killed at any point and restarted
+with the same command and workdir continues exactly as if it had not stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
+import warnings
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +30,7 @@ from rl_reason import checkpoint as ckpt_lib
 from rl_reason import config_check, metrics as metrics_lib, sharding, train_step
 from rl_reason import plot, run_setup
 from rl_reason.methods import make_method
-from rl_reason.methods.base import StepContext
+from rl_reason.methods.base import Outcome, Sample, StepContext, TokenScores
 from rl_reason.models import Model
 from rl_reason.rl import batch as batch_lib
 from rl_reason.rl.advantages import group_pass_stats
@@ -58,12 +60,10 @@ class Trainer:
         self.mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, devices=devices)
         self.timer = metrics_lib.PhaseTimer()
 
-        # Policy and (when KL is on) the frozen reference: one function, two trees.
         self.model_path = run_setup.policy_path(c)
         model = run_setup.load_policy(self.model_path, c, self.mesh)
         self.model_config = model.config
         self.tokenizer = run_setup.load_tokenizer_for(self.model_path)
-        self.ref_params = model.params if c.loss.kl_coef > 0 else None
 
         self.optimizer = train_step.make_optimizer(c.optim)
         params_sh = sharding.param_shardings(self.model_config, self.mesh)
@@ -71,17 +71,9 @@ class Trainer:
         self.state_sh = train_step.state_shardings(params_sh, self.optimizer, abstract_params,
                                                    self.mesh)
         self.state = train_step.init_state(model.params, self.optimizer, self.state_sh)
-        if self.ref_params is None:
-            del model
-
         self.updates_per_batch = c.optim.ppo_epochs * c.optim.num_minibatches
-        self.method = make_method(c.method_name, c, self.tokenizer)
-        self.loss_config = self.method.loss_config()
-        self.fns = train_step.build_step_functions(
-            self.model_config, self.loss_config, self.optimizer, self.state_sh, self.mesh,
-            temperature=c.rollout.temperature, logprob_chunk=c.model.logprob_chunk,
-            remat=c.model.remat, skip_grad_norm_above=c.optim.skip_grad_norm_above)
         self.row_multiple = c.optim.num_minibatches * sharding.data_parallel_size(self.mesh)
+        self.method = make_method(c.method_name, c, self.tokenizer)
 
         self.stream, self.eval_records = run_setup.make_data(c)
         self.verifier = run_setup.make_verifier(c.verifier)
@@ -90,12 +82,21 @@ class Trainer:
             stop_token_ids=run_setup.stop_token_ids(self.tokenizer, self.model_config),
             pad_id=run_setup.pad_id(self.tokenizer), mesh=self.mesh, timer=self.timer)
         self.base_rng = jax.random.PRNGKey(c.seed)
+        self.held_out: dict = {}
 
         self.checkpointer = ckpt_lib.Checkpointer(
             os.path.join(self.workdir, "checkpoints"), keep=c.train.keep_checkpoints,
             save_every=c.train.checkpoint_every)
         self.writer = metrics_lib.MetricsWriter(self.workdir)
+        # The order matters: the method's state is restored before it is asked about
+        # its loss, and the reference (the starting policy) is kept only if needed.
         self.step = self._restore()
+        self.ref_params = model.params if self.method.needs_reference() else None
+        del model
+        self._update_fns: dict = {}   # LossConfig -> StepFunctions, compiled on first use
+        self._score_fn = train_step.build_scorer(
+            self.model_config, self.mesh, temperature=c.rollout.temperature,
+            logprob_chunk=c.model.logprob_chunk)
 
     # ---------------------------------------------------------------- checkpoints
     def _restore(self) -> int:
@@ -110,31 +111,39 @@ class Trainer:
         self.state, extra, method_state = restored
         step = int(extra["step"])
         self.stream.restore(extra["data"])
+        self.engine.restore(extra.get("budget", {}))
         self.method.restore(method_state or {})
         self.writer.truncate_after(step)
+        self.held_out = _last_evaluation(self.workdir, step)
         if self.is_main:
             print(f"Resumed from {self.checkpointer.directory} at step {step}.", flush=True)
         return step
 
     def _save(self, force: bool = False) -> None:
         extra = {"data": self.stream.state(), "step": self.step,
-                 "model_path": str(self.model_path)}
+                 "model_path": str(self.model_path), "budget": self.engine.state()}
         self.checkpointer.save(self.step, self.state, extra, method_state=self.method.state(),
                                force=force)
 
     # ---------------------------------------------------------------- the loop
+    def _budget_spent(self) -> bool:
+        limit = self.config.train.max_generated_tokens
+        return bool(limit) and self.engine.generated_tokens >= limit
+
     def train(self) -> dict:
         c = self.config
         total = c.train.num_steps
-        if self.step >= total:
+        if self.step >= total or self._budget_spent():
             print(f"Nothing to do: the run in {self.workdir} finished {self.step} steps "
-                  f"(train.num_steps={total}).", flush=True)
+                  f"(train.num_steps={total}, {self.engine.generated_tokens} tokens "
+                  f"generated).", flush=True)
             self._print_held_out_report()
             return {}
         if self.step == 0:
             self._log(0, self.evaluate(), prefix_only=True)
         progress = metrics_lib.Progress(total, start_step=self.step)
         last: dict = {}
+        evaluated_at = None
         try:
             while self.step < total:
                 try:
@@ -143,17 +152,24 @@ class Trainer:
                     print(f"\nTraining data exhausted after step {self.step}: {e}", flush=True)
                     break
                 self.step += 1
-                is_last = self.step == total
-                if c.train.eval_every and self.step % c.train.eval_every == 0 and not is_last:
+                is_last = self.step == total or self._budget_spent()
+                if is_last or (c.train.eval_every and self.step % c.train.eval_every == 0):
                     last.update(self.evaluate())
-                if is_last:
-                    last.update(self.evaluate())
+                    evaluated_at = self.step
                 self._log(self.step, last)
                 progress.update(self.step, last)
                 if self.checkpointer.should_save(self.step) or is_last:
                     self._save(force=is_last)
+                if is_last:
+                    if self._budget_spent() and self.step < total:
+                        print(f"\nGeneration budget spent: {self.engine.generated_tokens} "
+                              f"tokens (train.max_generated_tokens="
+                              f"{c.train.max_generated_tokens}).", flush=True)
+                    break
         finally:
             progress.close()
+        if evaluated_at != self.step and self.step > 0:   # stopped early: evaluate the end
+            self._log(self.step, self.evaluate())
         self._save(force=True)
         if c.train.export_hf:
             self.export()
@@ -172,49 +188,131 @@ class Trainer:
         c = self.config
         self.timer.reset()
         t0 = time.perf_counter()
-        tokens_before = self.engine.generated_tokens
-        self.engine.status_counts.clear()
-        ctx = StepContext(step=self.step, config=c, tokenizer=self.tokenizer,
-                          rng=np.random.default_rng([c.seed, self.step]))
-        ctx.next_records = self.stream.next_records
+        tokens_before, calls_before = self.engine.generated_tokens, self.engine.sampler_calls
+        self.engine.begin_step()
         rng = jax.random.fold_in(self.base_rng, self.step)
         model = Model(self.state.params, self.model_config)
+        every_sample: list[Sample] = []   # rounds and ctx.rollout alike, for the metrics
+        extra_calls = [0]
 
-        with self.timer.phase("prepare"):
-            requests = self.method.prepare(self.stream.next_records(c.rollout.prompts_per_step),
-                                           ctx)
-        samples = []
-        for round_ in range(self.method.max_rollout_rounds):
-            if not requests:
-                break
-            samples += self.engine.rollout(model, requests, jax.random.fold_in(rng, round_))
+        def rollout(requests, key):
+            samples = self.engine.rollout(model, list(requests), key)
+            every_sample.extend(samples)
+            return samples
+
+        def rollout_now(requests):
+            extra_calls[0] += 1
+            return rollout(requests, jax.random.fold_in(jax.random.fold_in(rng, 1),
+                                                        extra_calls[0]))
+
+        ctx = StepContext(
+            step=self.step, config=c, tokenizer=self.tokenizer,
+            rng=np.random.default_rng([c.seed, self.step]), draw_records=self._draw_records,
+            retire=self.stream.retire, rollout=rollout_now,
+            score=lambda sequences: self.score(self.state.params, sequences),
+            held_out=dict(self.held_out))
+        # A step cut short by exhausted data leaves the stream where the step began.
+        stream_state, budget_state = self.stream.state(), self.engine.state()
+        try:
             with self.timer.phase("prepare"):
-                requests = self.method.follow_up(samples, ctx)
+                requests = self.method.prepare(ctx)
+            samples: list[Sample] = []
+            for round_ in range(self.method.max_rollout_rounds):
+                if not requests:
+                    break
+                samples += rollout(requests, jax.random.fold_in(jax.random.fold_in(rng, 0),
+                                                                round_))
+                with self.timer.phase("prepare"):
+                    requests = self.method.follow_up(samples, ctx)
+        except run_setup.DataExhausted:
+            self.stream.restore(stream_state)
+            self.engine.restore(budget_state)
+            raise
+        if requests:
+            warnings.warn(f"step {self.step}: {len(requests)} requests still pending after "
+                          f"max_rollout_rounds={self.method.max_rollout_rounds} of method "
+                          f"{self.method.name!r}; they were not sampled")
         with self.timer.phase("build_batch"):
             rows = self.method.build_batch(samples, ctx)
 
-        update_metrics = self._update(rows, ctx) if rows else {"update_applied": 0.0}
+        update_metrics = self._update(rows) if rows else {"update_applied": 0.0}
         self.method.after_step(samples, ctx)
         self.state = dataclasses.replace(
             self.state, step=jax.device_put(jnp.int32(self.step + 1), self.state_sh.step))
 
-        m = rollout_metrics(samples)
+        m = outcome_metrics(self.method.outcomes(every_sample))
+        m.update(tag_metrics(every_sample))
         m.update(update_metrics)
         m.update(ctx.metrics)
         m["rows"] = len(rows)
+        m["rollout/pending_cut_off"] = len(requests)
         m["learning_rate"] = train_step.learning_rate(c.optim, self.step * self.updates_per_batch)
         m["skipped_updates"] = int(self.state.skipped)
         for status, n in self.engine.status_counts.items():
             m[f"verifier/{status}"] = n
         m.update({f"time/{k}": v for k, v in self.timer.totals().items()})
         m["time/step"] = time.perf_counter() - t0
-        sampling_time = self.timer.totals().get("sampling", 0.0)
         generated = self.engine.generated_tokens - tokens_before
+        sampling_time = self.timer.totals().get("sampling", 0.0)
         m["tokens_per_s"] = generated / sampling_time if sampling_time else 0.0
+        m["generated_tokens"] = generated
+        m["sampler_calls"] = self.engine.sampler_calls - calls_before
+        m["budget/generated_tokens"] = self.engine.generated_tokens
+        m["budget/sampler_calls"] = self.engine.sampler_calls
         return m
 
-    def _update(self, rows, ctx) -> dict:
+    def _draw_records(self, count: int):
+        """ctx.draw_records: what `data.when_exhausted` says when too few are left."""
+        if count <= 0:
+            return []
+        active = self.stream.num_active
+        if active < count and self.config.data.when_exhausted == "shrink" and active > 0:
+            count = active
+        return self.stream.next_records(count)
+
+    def score(self, params, sequences: Sequence[tuple[Sequence[int], int]]) -> list[TokenScores]:
+        """ctx.score: log-probs and mean entropy of each response under `params`."""
+        if not sequences:
+            return []
+        for tokens, start in sequences:
+            if not 1 <= start <= len(tokens):
+                raise ValueError(f"score: response_start={start} must be in [1, {len(tokens)}] "
+                                 "(position 0 has no prediction)")
+        rows_sh = sharding.batch_sharding(self.mesh)
+        chunk = self.config.rollout.max_sample_batch or len(sequences)
+        results = []
+        with self.timer.phase("score"):
+            for begin in range(0, len(sequences), chunk):
+                part = sequences[begin:begin + chunk]
+                batch = batch_lib.pad_sequences(
+                    [list(t) for t, _ in part], row_multiple=sharding.data_parallel_size(self.mesh),
+                    seq_bucket=self.config.train.seq_bucket, pad_id=self.engine.pad_id)
+                logp, entropy = jax.device_get(
+                    self._score_fn(params, run_setup.to_device(batch, rows_sh)))
+                for i, (tokens, start) in enumerate(part):
+                    end = len(tokens)
+                    results.append(TokenScores(
+                        logprobs=np.asarray(logp[i, start:end], np.float32),
+                        mean_entropy=float(np.mean(entropy[i, start:end])) if end > start else 0.0))
+        return results
+
+    def _step_functions(self, loss_config):
+        if loss_config.kl_coef > 0 and self.ref_params is None:
+            raise RuntimeError(
+                f"method {self.method.name!r} asks for a KL term (kl_coef={loss_config.kl_coef}) "
+                f"at step {self.step}, but its needs_reference() was False at start, so no "
+                "reference policy was kept")
+        if loss_config not in self._update_fns:
+            c = self.config
+            self._update_fns[loss_config] = train_step.build_step_functions(
+                self.model_config, loss_config, self.optimizer, self.state_sh, self.mesh,
+                temperature=c.rollout.temperature, logprob_chunk=c.model.logprob_chunk,
+                remat=c.model.remat, skip_grad_norm_above=c.optim.skip_grad_norm_above)
+        return self._update_fns[loss_config]
+
+    def _update(self, rows) -> dict:
         c = self.config
+        fns = self._step_functions(self.method.loss_config())
         rows_sh = sharding.batch_sharding(self.mesh)
         with self.timer.phase("build_batch"):
             batch = batch_lib.collate(rows, row_multiple=self.row_multiple,
@@ -227,15 +325,15 @@ class Trainer:
             # Behaviour and reference log-probs are taken before any update of this step.
             for mb in minibatches:
                 if self.updates_per_batch > 1:
-                    mb["old_logp"] = self.fns.logprobs(self.state.params, mb)
+                    mb["old_logp"] = fns.logprobs(self.state.params, mb)
                 if self.ref_params is not None:
-                    mb["ref_logp"] = self.fns.logprobs(self.ref_params, mb)
+                    mb["ref_logp"] = fns.logprobs(self.ref_params, mb)
             jax.block_until_ready(minibatches)
         sums: dict[str, float] = {}
         with self.timer.phase("update"):
             for _ in range(c.optim.ppo_epochs):
                 for mb in minibatches:
-                    self.state, metrics = self.fns.update(self.state, mb)
+                    self.state, metrics = fns.update(self.state, mb)
                     for k, v in jax.device_get(metrics).items():
                         sums[k] = sums.get(k, 0.0) + float(v)
         return {k: v / self.updates_per_batch for k, v in sums.items()}
@@ -246,12 +344,14 @@ class Trainer:
             return {}
         with self.timer.phase("eval"):
             model = Model(self.state.params, self.model_config)
-            return run_setup.evaluate(
+            metrics = run_setup.evaluate(
                 model, self.tokenizer, self.eval_records, self.config,
                 rng=jax.random.fold_in(self.base_rng, 10**9 + self.step), mesh=self.mesh,
                 verifier=self.verifier, stop_ids=self.engine.stop_token_ids,
                 pad=self.engine.pad_id,
                 out_path=os.path.join(self.workdir, "eval", f"step_{self.step}.jsonl"))
+        self.held_out = dict(metrics, step=self.step)
+        return metrics
 
     def export(self) -> None:
         path = os.path.join(self.workdir, "hf")
@@ -275,21 +375,56 @@ class Trainer:
                 closer.close()
 
 
-def rollout_metrics(samples) -> dict:
-    if not samples:
+def _last_evaluation(workdir: str, step: int) -> dict:
+    """The held-out metrics of the last evaluation at or before `step`, from
+    metrics.jsonl (what the run knew when that checkpoint was written)."""
+    path = os.path.join(workdir, metrics_lib.METRICS_FILE)
+    latest: dict = {}
+    if not os.path.exists(path):
+        return latest
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            found = {k: v for k, v in row.items() if k.startswith("eval/")}
+            if found and row.get("step", step + 1) <= step:
+                latest = dict(found, step=row["step"])
+    return latest
+
+
+def outcome_metrics(outcomes: Sequence[Outcome]) -> dict:
+    """Headline rollout metrics over the step's on-policy outcomes."""
+    if not outcomes:
         return {"samples": 0}
-    rewards = np.array([s.reward for s in samples], np.float32)
-    correct = np.array([s.correct for s in samples])
+    rewards = np.array([o.reward for o in outcomes], np.float32)
+    correct = np.array([o.correct for o in outcomes])
     names: dict[str, int] = {}
-    ids = np.array([names.setdefault(s.request.group, len(names)) for s in samples])
+    ids = np.array([names.setdefault(o.group, len(names)) for o in outcomes])
     stats = group_pass_stats(correct, ids, num_groups=len(names))
     return {
-        "samples": len(samples),
+        "samples": len(outcomes),
         "reward_mean": float(rewards.mean()),
         "accuracy": float(correct.mean()),
         "none_pass_fraction": float(stats["none_pass_fraction"]),
         "all_pass_fraction": float(stats["all_pass_fraction"]),
         "mixed_fraction": float(stats["mixed_fraction"]),
-        "response_length_mean": float(np.mean([len(s.response) for s in samples])),
-        "truncation_rate": float(np.mean([s.truncated for s in samples])),
+        "response_length_mean": float(np.mean([o.length for o in outcomes])),
+        "truncation_rate": float(np.mean([o.truncated for o in outcomes])),
     }
+
+
+def tag_metrics(samples: Sequence[Sample]) -> dict:
+    """rollout/<tag>/... for every tag of the step's samples (fresh included)."""
+    by_tag: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_tag.setdefault(s.request.tag, []).append(s)
+    m = {}
+    for tag, group in sorted(by_tag.items()):
+        m[f"rollout/{tag}/samples"] = len(group)
+        m[f"rollout/{tag}/accuracy"] = float(np.mean([s.correct for s in group]))
+        m[f"rollout/{tag}/reward_mean"] = float(np.mean([s.reward for s in group]))
+        m[f"rollout/{tag}/generated_tokens"] = int(sum(len(s.response) for s in group))
+        m[f"rollout/{tag}/truncation_rate"] = float(np.mean([s.truncated for s in group]))
+    return m

@@ -125,3 +125,17 @@ def build_step_functions(model_config: ModelConfig, loss_config: losses.LossConf
         return state, metrics
 
     return StepFunctions(logprobs=logprobs_fn, update=update_fn)
+
+
+def build_scorer(model_config: ModelConfig, mesh, *, temperature: float, logprob_chunk: int):
+    """(params, batch with tokens, valid) -> (logp_BT, entropy_BT), jitted: what
+    methods read through StepContext.score (no gradient, so no remat)."""
+    rows = sharding.batch_sharding(mesh)
+
+    @functools.partial(jax.jit, out_shardings=(rows, rows))
+    def score_fn(params, batch):
+        return logprobs_lib.token_logprobs(
+            params, model_config, batch["tokens"], batch["valid"], temperature=temperature,
+            chunk_size=logprob_chunk or None, with_entropy=True)
+
+    return score_fn

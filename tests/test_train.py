@@ -11,7 +11,8 @@ import pytest
 from configs import grpo
 from rl_reason import models, train
 from rl_reason.methods import METHODS
-from rl_reason.methods.base import Request, Row
+from rl_reason.methods import common
+from rl_reason.methods.base import Request, Row, loss_config_from
 from rl_reason.methods.grpo import GRPO
 
 
@@ -111,9 +112,12 @@ def test_eight_devices_match_one(tiny_policy, tmp_path):
 
 
 class EveryHook(GRPO):
-    """A test method touching every hook: a second, longer rollout round for groups
-    with no correct answer (as LTE does), off-policy rows with per-token advantages,
-    and state that must survive a checkpoint."""
+    """A test method touching every hook and every StepContext service: it draws one
+    record fewer than a batch, retires what it trained on, samples a second round with
+    per-row budgets and a response prefix (trained as off-policy rows with per-token
+    advantages), probes outside the rounds, scores sequences, reads the held-out
+    metrics, switches its loss settings after step 1, and keeps state that must
+    survive a checkpoint."""
 
     name = "every_hook_test"
 
@@ -121,37 +125,55 @@ class EveryHook(GRPO):
         super().__init__(config, tokenizer)
         self.calls = {"prepare": 0, "follow_up": 0, "build_batch": 0, "after_step": 0}
         self.seen_ids: list[str] = []
+        self.held_out_steps: list[int] = []
 
-    def prepare(self, records, ctx):
+    def prepare(self, ctx):
         self.calls["prepare"] += 1
-        return super().prepare(records, ctx)
+        self.held_out_steps.append(ctx.held_out.get("step", -1))
+        probe, = ctx.rollout([common.plain_request(self.tokenizer, ctx.draw_records(1)[0], 1,
+                                                   tag="probe")])
+        assert probe.request.tag == "probe"
+        return self.requests_for(ctx.draw_records(self.config.rollout.prompts_per_step - 1))
 
     def follow_up(self, samples, ctx):
         self.calls["follow_up"] += 1
         if any(s.request.tag == "extra" for s in samples):
             return []
-        first = samples[0].request
-        return [Request(record=first.record, context=first.context, num_samples=2,
-                        group=first.group, tag="extra", max_new_tokens=8)]
+        first = samples[0]
+        return [Request(record=first.request.record, context=first.request.context,
+                        num_samples=1, group=first.request.group, tag="extra",
+                        max_new_tokens=budget, prefix=first.response[:2])
+                for budget in (8, 3)]
 
     def build_batch(self, samples, ctx):
         self.calls["build_batch"] += 1
         extra = [s for s in samples if s.request.tag == "extra"]
-        assert len(extra) == 2 and all(len(s.response) <= 8 for s in extra)
+        assert [len(s.response) <= s.request.max_new_tokens for s in extra] == [True, True]
+        assert all(s.full_response[:2] == s.request.prefix for s in extra)
+        scores = ctx.score([(s.request.context + s.full_response, len(s.request.context))
+                            for s in extra])
+        assert [len(x.logprobs) for x in scores] == [len(s.full_response) for s in extra]
+        ctx.metrics["every_hook/mean_entropy"] = float(np.mean([x.mean_entropy for x in scores]))
         rows = super().build_batch([s for s in samples if s.request.tag != "extra"], ctx)
         for s in extra:
-            n_ctx, n = len(s.request.context), len(s.request.context) + len(s.response)
-            rows.append(Row(tokens=s.request.context + s.response,
-                            loss_mask=np.r_[np.zeros(n_ctx), np.ones(len(s.response))],
-                            advantage=np.linspace(0, 1, n).astype(np.float32),
-                            off_policy=np.ones(n, bool),
-                            behaviour_logp=np.r_[np.zeros(n_ctx), s.logprobs].astype(np.float32)))
+            row = common.response_row(s, 0.0, off_policy=True)
+            assert row.loss_mask[:len(s.request.context) + 2].sum() == 0   # prefix untrained
+            row.advantage = np.linspace(0, 1, len(row.tokens)).astype(np.float32)
+            rows.append(row)
         ctx.metrics["every_hook/rows"] = len(rows)
         return rows
+
+    def loss_config(self):
+        # After the first step the on-policy clip and the entropy bonus are dropped (as
+        # ExGRPO drops the clip once mixing starts); restored state decides.
+        first = not self.seen_ids
+        return loss_config_from(self.config, clip_on_policy=first,
+                                entropy_coef=self.config.loss.entropy_coef if first else 0.0)
 
     def after_step(self, samples, ctx):
         self.calls["after_step"] += 1
         self.seen_ids.append(samples[0].request.record.id)
+        ctx.retire([s.request.record.id for s in samples])
 
     def state(self):
         return {"seen_ids": list(self.seen_ids)}
@@ -163,29 +185,135 @@ class EveryHook(GRPO):
 def test_a_method_using_every_hook_runs_and_resumes(tiny_policy, tmp_path, monkeypatch):
     monkeypatch.setitem(METHODS, EveryHook.name, EveryHook)
     workdir = str(tmp_path / "hooks")
-    c = tiny_config(tiny_policy, **{"train.num_steps": 2, "train.eval_every": 0})
+    c = tiny_config(tiny_policy, **{"train.num_steps": 2, "train.eval_every": 1})
     c.method_name = EveryHook.name
     trainer = train.Trainer(c, workdir)
     trainer.train()
     assert trainer.method.calls == {"prepare": 2, "follow_up": 4, "build_batch": 2,
                                     "after_step": 2}
+    assert trainer.method.held_out_steps == [0, 1]     # the latest evaluation is visible
+    assert len(trainer._update_fns) == 2               # one compiled update per setting
+    assert len(trainer.stream.retired) == 2 * 3        # 3 fresh records a step retired
     seen = list(trainer.method.seen_ids)
     trainer.close()
-    # rows: 4 prompts x 4 samples + 2 extra off-policy rows
-    assert [m["every_hook/rows"] for m in read_metrics(workdir) if "every_hook/rows" in m] == [18, 18]
-    assert all(m["off_policy_fraction"] > 0 for m in read_metrics(workdir) if "loss" in m)
+    lines = [m for m in read_metrics(workdir) if "loss" in m]
+    # 3 fresh prompts x 4 samples + 2 extra off-policy rows; 1 probe outside the rounds
+    assert [m["every_hook/rows"] for m in lines] == [14, 14]
+    assert all(m["off_policy_fraction"] > 0 for m in lines)
+    assert [m["samples"] for m in lines] == [12, 12]   # headline: fresh samples only
+    assert [m["rollout/probe/samples"] for m in lines] == [1, 1]
+    assert [m["rollout/extra/samples"] for m in lines] == [2, 2]
+    assert all(m["generated_tokens"] == m["rollout/fresh/generated_tokens"]
+               + m["rollout/extra/generated_tokens"] + m["rollout/probe/generated_tokens"]
+               for m in lines)
+    assert lines[1]["budget/generated_tokens"] == sum(m["generated_tokens"] for m in lines)
+    # The entropy bonus is in the first step's loss and gone from the second's.
+    assert lines[0]["loss"] == pytest.approx(lines[0]["pg_loss"] - 0.01 * lines[0]["entropy"])
+    assert lines[0]["loss"] != pytest.approx(lines[0]["pg_loss"])
+    assert lines[1]["loss"] == pytest.approx(lines[1]["pg_loss"])
+    assert all(0 < m["every_hook/mean_entropy"] for m in lines)
 
-    c = tiny_config(tiny_policy, **{"train.num_steps": 3, "train.eval_every": 0})
+    c = tiny_config(tiny_policy, **{"train.num_steps": 3, "train.eval_every": 1})
     c.method_name = EveryHook.name
     resumed = train.Trainer(c, workdir)
     assert resumed.step == 2 and resumed.method.seen_ids == seen
+    assert resumed.held_out["step"] == 2 and "eval/greedy_accuracy" in resumed.held_out
+    assert resumed.engine.generated_tokens == lines[1]["budget/generated_tokens"]
+    assert len(resumed.stream.retired) == 6
     resumed.close()
+
+
+class RetireEverything(GRPO):
+    name = "retire_everything_test"
+
+    def after_step(self, samples, ctx):
+        ctx.retire({s.request.record.id for s in samples})
+
+
+@pytest.mark.parametrize("when_exhausted, steps", [("stop", [1, 2]), ("shrink", [1, 2, 3])])
+def test_retirement_that_exhausts_the_data_ends_the_run_cleanly(
+        tiny_policy, tmp_path, monkeypatch, capsys, when_exhausted, steps):
+    """10 records, 4 a step, all retired: 'stop' ends after 2 steps (2 left < 4);
+    'shrink' trains a third step on the last 2, then stops."""
+    monkeypatch.setitem(METHODS, RetireEverything.name, RetireEverything)
+    workdir = str(tmp_path / when_exhausted)
+    c = tiny_config(tiny_policy, **{"train.num_steps": 6, "train.eval_every": 0})
+    c.method_name = RetireEverything.name
+    c.data.update(embedded_train_size=10, when_exhausted=when_exhausted)
+    train.run(c, workdir)
+    assert "Training data exhausted after step" in capsys.readouterr().out
+    lines = read_metrics(workdir)
+    assert [m["step"] for m in lines if "loss" in m] == steps
+    assert [m["samples"] for m in lines if "loss" in m][-1] == (8 if when_exhausted == "shrink"
+                                                                  else 16)
+    # The end is evaluated and checkpointed like a finished run.
+    assert any("eval/greedy_accuracy" in m and m["step"] == steps[-1] for m in lines)
+    assert str(steps[-1]) in os.listdir(os.path.join(workdir, "checkpoints"))
+
+
+class EndlessFollowUp(GRPO):
+    name = "endless_follow_up_test"
+    max_rollout_rounds = 2
+
+    def follow_up(self, samples, ctx):
+        return [Request(record=samples[0].request.record, context=samples[0].request.context,
+                        num_samples=1, tag="more", max_new_tokens=2)]
+
+    def build_batch(self, samples, ctx):
+        return super().build_batch([s for s in samples if s.request.tag == "fresh"], ctx)
+
+
+def test_requests_cut_off_by_max_rollout_rounds_warn_and_count(tiny_policy, tmp_path,
+                                                              monkeypatch):
+    monkeypatch.setitem(METHODS, EndlessFollowUp.name, EndlessFollowUp)
+    c = tiny_config(tiny_policy, **{"train.num_steps": 1, "train.eval_every": 0})
+    c.method_name = EndlessFollowUp.name
+    with pytest.warns(UserWarning, match="still pending after max_rollout_rounds=2"):
+        train.run(c, str(tmp_path / "cut"))
+    line, = [m for m in read_metrics(str(tmp_path / "cut")) if "loss" in m]
+    assert line["rollout/pending_cut_off"] == 1 and line["rollout/more/samples"] == 1
+
+
+def test_generation_budget_ends_the_run(tiny_policy, tmp_path):
+    workdir = str(tmp_path / "budget")
+    c = tiny_config(tiny_policy, **{"train.num_steps": 10, "train.eval_every": 0,
+                                    "train.max_generated_tokens": 1})
+    train.run(c, workdir)
+    lines = read_metrics(workdir)
+    assert [m["step"] for m in lines if "loss" in m] == [1]
+    assert any("eval/greedy_accuracy" in m and m["step"] == 1 for m in lines)
+
+
+def test_scores_do_not_depend_on_padding_or_batch_company(tiny_policy, tmp_path):
+    """ctx.score's mean entropy averages over the response's own tokens: the same
+    sequence scored alone, next to a much longer one (more padding), or with pads
+    appended to its row gives the same numbers, equal to a direct computation."""
+    import jax.numpy as jnp
+    from rl_reason.rl.logprobs import token_logprobs
+
+    c = tiny_config(tiny_policy, **{"train.eval_every": 0})
+    trainer = train.Trainer(c, str(tmp_path / "score"))
+    params = trainer.state.params
+    seq, start = list(range(5, 25)), 8
+    long = list(range(5, 200))
+    alone, = trainer.score(params, [(seq, start)])
+    _, with_long = trainer.score(params, [(long, 3), (seq, start)])
+    np.testing.assert_allclose(alone.logprobs, with_long.logprobs, rtol=1e-5, atol=1e-6)
+    assert abs(alone.mean_entropy - with_long.mean_entropy) < 1e-5
+    logp, entropy = token_logprobs(params, trainer.model_config, jnp.array([seq]),
+                                   jnp.ones((1, len(seq)), bool), with_entropy=True)
+    np.testing.assert_allclose(alone.logprobs, np.asarray(logp)[0, start:], rtol=1e-5, atol=1e-6)
+    assert abs(alone.mean_entropy - float(np.asarray(entropy)[0, start:].mean())) < 1e-5
+    # Averaging over the padded row instead (the released ExGRPO bug) differs.
+    padded_mean = float(np.asarray(entropy)[0, start:].sum()) / (64 - start)
+    assert abs(padded_mean - alone.mean_entropy) > 1e-3
+    with pytest.raises(ValueError, match="response_start=0"):
+        trainer.score(params, [(seq, 0)])
+    trainer.close()
 
 
 def test_non_finite_update_is_skipped_and_counted(tiny_policy):
     from rl_reason import sharding, train_step
-    from rl_reason.methods.base import loss_config_from
-
     model = models.load(tiny_policy)
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     c = tiny_config(tiny_policy)

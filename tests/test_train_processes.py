@@ -69,6 +69,38 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_policy, tmp_path):
     assert_same_params(straight, killed)
 
 
+def test_a_loss_switch_mid_run_survives_sigkill(tiny_policy, tmp_path):
+    """The method's loss settings change after step 2 (its state decides); a run
+    killed after the switch and resumed matches an uninterrupted one exactly."""
+    script = [sys.executable, os.path.join(ROOT, "tests", "switching_method_run.py"), tiny_policy]
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    subprocess.run(script + [straight, "5"], cwd=ROOT, env=environment(1), check=True,
+                   timeout=600)
+    proc = subprocess.Popen(script + [killed, "5"], cwd=ROOT, env=environment(1),
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    target = os.path.join(killed, "checkpoints", "3")
+    deadline = time.time() + 600
+    while not os.path.isdir(target) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(script + [killed, "5"], cwd=ROOT, env=environment(1), check=True,
+                   timeout=600)
+
+    assert losses(straight) == losses(killed)
+    with open(os.path.join(straight, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f if '"loss"' in line]
+    # The switch happened: entropy bonus in steps 1-2, the k2 KL term in steps 3-5.
+    for m in lines[:2]:
+        assert m["loss"] == pytest.approx(m["pg_loss"] - 0.01 * m["entropy"], abs=1e-6)
+    for m in lines[2:]:
+        assert m["kl"] > 0 and m["loss"] == pytest.approx(m["pg_loss"] + 0.05 * m["kl"],
+                                                          abs=1e-6)
+    assert_same_params(straight, killed)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,8 +8,10 @@ Per trained token (loss_mask_BT > 0) the policy term is
     on-policy,  'ppo_clip':  max(-A*rho, -A*clip(rho, 1-clip_low, 1+clip_high))
                              rho = exp(logp - old_logp); dual clip caps it at -A*c for A<0
     on-policy,  'reinforce': -A*logp                        (R3L; no ratio)
-    off-policy (either):     -A * w/(w+gamma)               (METHODS.md section 0b)
-                             w = exp(logp - behaviour_logp), never clipped
+    off-policy (either):     -A * f(w), w = exp(logp - behaviour_logp), never clipped
+                             f(w) = w/(w+gamma)  off_policy_weight='shaped' (docs/methods.md 0b)
+                             f(w) = w            'ratio' (plain importance sampling)
+                             -A * logp           'none' (no importance correction)
 
 and the scalar loss is
 
@@ -97,6 +99,7 @@ def kl_penalty(logp_BT, ref_logp_BT, estimator: str = "k3") -> jax.Array:
 
 
 LOSS_TYPES = ("ppo_clip", "reinforce")
+OFF_POLICY_WEIGHTS = ("shaped", "ratio", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +113,8 @@ class LossConfig:
         mixing is on).
     dual_clip: c > 1 caps the loss of negative-advantage tokens at -A*c (None: off).
     shaping_gamma: gamma of the off-policy shaping f(w) = w/(w+gamma).
+    off_policy_weight: how off-policy tokens are weighted: 'shaped' (f(w) above),
+        'ratio' (the raw importance ratio w) or 'none' (-A*logp, no correction).
     aggregation: 'token-mean', 'seq-mean-token-mean' or 'constant' (Dr.GRPO: token
         sum / constant_norm per sequence, mean over sequences). All three leave rows
         without a trained token out of any count.
@@ -125,6 +130,7 @@ class LossConfig:
     clip_on_policy: bool = True
     dual_clip: float | None = None
     shaping_gamma: float = 0.1
+    off_policy_weight: str = "shaped"
     aggregation: str = "token-mean"
     constant_norm: float | None = None
     kl_coef: float = 0.0
@@ -138,6 +144,8 @@ class LossConfig:
 
         if self.loss_type not in LOSS_TYPES:
             fail(f"loss_type={self.loss_type!r}; known: {LOSS_TYPES}")
+        if self.off_policy_weight not in OFF_POLICY_WEIGHTS:
+            fail(f"off_policy_weight={self.off_policy_weight!r}; known: {OFF_POLICY_WEIGHTS}")
         if self.aggregation not in AGGREGATIONS:
             fail(f"aggregation={self.aggregation!r}; known: {sorted(AGGREGATIONS)}")
         if self.kl_estimator not in KL_ESTIMATORS:
@@ -201,7 +209,8 @@ def policy_loss(logp_BT, old_logp_BT, advantages, loss_mask_BT,
     Metrics (all under stop_gradient): loss, pg_loss (before pg_scale), kl, entropy,
     clip_fraction and dual_clip_fraction (of on-policy trained tokens),
     off_policy_fraction (of trained tokens), ratio_mean (on-policy),
-    shaping_weight_mean (f(w) on off-policy tokens), num_tokens.
+    shaping_weight_mean (f(w) on off-policy tokens), off_policy_w_mean and
+    off_policy_w_std (the importance ratio w on off-policy tokens), num_tokens.
     """
     c = config
     logp_BT = jnp.asarray(logp_BT, jnp.float32)
@@ -245,13 +254,19 @@ def policy_loss(logp_BT, old_logp_BT, advantages, loss_mask_BT,
         clip_BT = dual_BT = jnp.zeros((B, T), bool)
 
     if off_policy_BT is None:
-        shaped_BT = zeros_BT
+        shaped_BT = w_BT = zeros_BT
         off_loss_BT = zeros_BT
     else:
         behaviour_BT = jax.lax.stop_gradient(jnp.asarray(behaviour_logp_BT, jnp.float32))
         log_w_BT = jnp.where(off_mask_BT > 0, logp_BT - behaviour_BT, 0.0)
         w_BT = jnp.exp(jnp.clip(log_w_BT, -_MAX_LOG_RATIO, _MAX_LOG_RATIO))
-        shaped_BT = w_BT / (w_BT + c.shaping_gamma)
+        if c.off_policy_weight == "shaped":
+            shaped_BT = w_BT / (w_BT + c.shaping_gamma)
+        elif c.off_policy_weight == "ratio":
+            shaped_BT = w_BT
+        else:
+            # The value is 1 (w^0); the gradient is that of log p, as in -A*logp.
+            shaped_BT = jnp.exp(logp_BT - jax.lax.stop_gradient(logp_BT))
         off_loss_BT = -adv_BT * shaped_BT
     pg_loss_BT = jnp.where(off_BT, off_loss_BT, on_loss_BT)
 
@@ -274,6 +289,8 @@ def policy_loss(logp_BT, old_logp_BT, advantages, loss_mask_BT,
     def mean_over(x_BT, weights_BT):
         return aggregate(x_BT.astype(jnp.float32), weights_BT)
 
+    w_mean = mean_over(w_BT, off_mask_BT)
+
     metrics = {
         "loss": loss,
         "pg_loss": pg_loss,
@@ -284,6 +301,9 @@ def policy_loss(logp_BT, old_logp_BT, advantages, loss_mask_BT,
         "off_policy_fraction": mean_over(off_BT, mask_BT),
         "ratio_mean": mean_over(ratio_BT, on_mask_BT),
         "shaping_weight_mean": mean_over(shaped_BT, off_mask_BT),
+        "off_policy_w_mean": w_mean,
+        "off_policy_w_std": jnp.sqrt(jnp.maximum(mean_over(w_BT * w_BT, off_mask_BT)
+                                                 - w_mean * w_mean, 0.0)),
         "num_tokens": jnp.sum(mask_BT),
     }
     return loss, jax.lax.stop_gradient(metrics)

@@ -211,6 +211,29 @@ def test_off_policy_shaping_value_and_gradient():
                     off_policy_BT=jnp.array([[True]]))
 
 
+def test_off_policy_weight_switch():
+    # Two off-policy tokens, A = 2, w = [0.5, 4.0] (logp log[.3, .4], behaviour log[.6, .1]).
+    # token-mean over 2 tokens; d loss / d logp_t = (d loss_t / d logp_t) / 2.
+    # 'ratio': loss_t = -A*w, grad_t = -A*w: loss -(1 + 8)/2 = -4.5, grads [-0.5, -4].
+    # 'none':  loss_t = -A (value w^0 = 1), grad_t = -A: loss -2, grads [-1, -1].
+    # 'shaped' (gamma 0.1): f = [0.833333, 0.975610], loss -(f0 + f1) = -1.808943,
+    #   grads -A*gamma*w/(w+gamma)^2 / 2 = [-0.138889, -0.023795].
+    logp = jnp.log(jnp.array([[0.3, 0.4]]))
+    kwargs = dict(off_policy_BT=jnp.ones((1, 2), bool),
+                  behaviour_logp_BT=jnp.log(jnp.array([[0.6, 0.1]])))
+    cases = {"ratio": (-4.5, [-0.5, -4.0]), "none": (-2.0, [-1.0, -1.0]),
+             "shaped": (-1.808943, [-0.138889, -0.023795])}
+    for weight, (expected_loss, expected_grad) in cases.items():
+        loss, metrics, grad = loss_and_grad(logp, jnp.zeros((1, 2)), jnp.array([2.0]),
+                                            jnp.ones((1, 2)), LossConfig(off_policy_weight=weight),
+                                            **kwargs)
+        np.testing.assert_allclose(loss, expected_loss, rtol=1e-5, err_msg=weight)
+        np.testing.assert_allclose(grad[0], expected_grad, rtol=1e-4, err_msg=weight)
+        # w itself is reported whatever the weighting: mean 2.25, std 1.75.
+        np.testing.assert_allclose(metrics["off_policy_w_mean"], 2.25, rtol=1e-5)
+        np.testing.assert_allclose(metrics["off_policy_w_std"], 1.75, rtol=1e-4)
+
+
 def test_on_and_off_policy_tokens_in_one_batch():
     # Row 0, on-policy, A=+1, rho = [1.0, 1.5, 0.9]: losses [-1, -1.2 (clipped), -0.9].
     # Row 1, off-policy, A=-1, mask [0, 1, 1], w = [-, 0.5, 0.1] (logp log[.3, .3, .1],
@@ -270,6 +293,7 @@ def test_entropy_bonus():
     (dict(dual_clip=1.0), "dual_clip"),
     (dict(clip_low=1.0), "clip_low"),
     (dict(shaping_gamma=0.0), "shaping_gamma"),
+    (dict(off_policy_weight="clipped"), "off_policy_weight='clipped'"),
     (dict(entropy_coef=-0.1), "entropy_coef"),
 ])
 def test_loss_config_validation(kwargs, match):
