@@ -122,6 +122,16 @@ def get_base_config() -> ml_collections.ConfigDict:
         ks=(1, 4),
         max_new_tokens=0,         # 0 = rollout.max_new_tokens
         max_problems=0,           # 0 = all
+        # k attempts with feedback (rl_reason/evaluation/attempts.py): attempts@1..K.
+        attempts=0,               # K; 0 = off
+        attempt_feedback="multi_attempt",  # 'multi_attempt' or 'verifier' (R3L)
+        attempt_temperature=0.0,  # 0 = greedy; R3L evaluates at 0.4
+        # Continuation from a prefix of the policy's own wrong response
+        # (rl_reason/evaluation/misleading_prefix.py), mined at the first evaluation
+        # into WORKDIR/eval/misleading_prefixes.jsonl and reused by every later one.
+        misleading_prefix=False,
+        prefix_fraction=0.5,      # the prefix keeps this share of the wrong response's tokens
+        prefix_samples=8,         # samples per problem to find a wrong response in
     ))
 
     # Mesh axes; -1 fills with the remaining devices.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from rl_reason.evaluation.settings import ATTEMPT_FEEDBACKS
+
 ESTIMATORS = ("grpo", "rloo")
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "constant")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -94,6 +96,15 @@ def check(c, num_devices: int | None = None) -> None:
         _require(1 <= k <= e.num_samples,
                  f"eval.ks contains {k}: pass@k needs 1 <= k <= eval.num_samples="
                  f"{e.num_samples}")
+    _require(e.temperature > 0, "eval.temperature must be > 0 (sampled metrics; greedy "
+             "accuracy is reported separately)")
+    _require(e.attempts >= 0, "eval.attempts must be >= 0 (0 = off)")
+    _require(e.attempt_feedback in ATTEMPT_FEEDBACKS,
+             f"eval.attempt_feedback={e.attempt_feedback!r}: one of {ATTEMPT_FEEDBACKS}")
+    _require(e.attempt_temperature >= 0, "eval.attempt_temperature must be >= 0 (0 = greedy)")
+    _require(0 < e.prefix_fraction < 1,
+             f"eval.prefix_fraction={e.prefix_fraction} must be in (0, 1)")
+    _require(e.prefix_samples >= 1, "eval.prefix_samples must be >= 1")
 
     if num_devices is not None:
         axes = {name: c.mesh[name] for name in ("data", "fsdp", "tensor")}

@@ -28,6 +28,7 @@ import numpy as np
 
 from rl_reason import checkpoint as ckpt_lib
 from rl_reason import config_check, metrics as metrics_lib, sharding, train_step
+from rl_reason import evaluate as evaluate_lib
 from rl_reason import plot, run_setup
 from rl_reason.methods import make_method
 from rl_reason.methods.base import Outcome, Sample, StepContext, TokenScores
@@ -344,12 +345,12 @@ class Trainer:
             return {}
         with self.timer.phase("eval"):
             model = Model(self.state.params, self.model_config)
-            metrics = run_setup.evaluate(
+            metrics = evaluate_lib.held_out_metrics(
                 model, self.tokenizer, self.eval_records, self.config,
                 rng=jax.random.fold_in(self.base_rng, 10**9 + self.step), mesh=self.mesh,
                 verifier=self.verifier, stop_ids=self.engine.stop_token_ids,
-                pad=self.engine.pad_id,
-                out_path=os.path.join(self.workdir, "eval", f"step_{self.step}.jsonl"))
+                pad=self.engine.pad_id, eval_dir=os.path.join(self.workdir, "eval"),
+                step=self.step)
         self.held_out = dict(metrics, step=self.step)
         return metrics
 
