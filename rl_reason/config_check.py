@@ -39,6 +39,10 @@ def check(c, num_devices: int | None = None) -> None:
     _require(c.verifier.timeout_s > 0, "verifier.timeout_s must be > 0")
     _require(c.verifier.num_workers >= 1, "verifier.num_workers must be >= 1")
 
+    if c.method_name == "multi_attempt":
+        from rl_reason.methods.multi_attempt import MultiAttemptSettings
+        MultiAttemptSettings.from_config(c)
+
     from rl_reason.data.synthetic import LEVELS
     levels = tuple(c.data.embedded_levels)
     _require(bool(levels) and all(level in LEVELS for level in levels),

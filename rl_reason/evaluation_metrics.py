@@ -132,10 +132,22 @@ def attempt_metrics(episodes: Sequence[Sequence[tuple[str | None, bool]]],
                  for e in episodes]
     metrics = {f"attempts@{k}": sum(s is not None and s <= k for s in solved_at) / len(episodes)
                for k in range(1, max_attempts + 1)}
+    repeated, later = answer_repeats([[answer for answer, _ in e] for e in episodes])
+    metrics["attempts_answer_repeat_rate"] = repeated / later if later else 0.0
+    metrics["attempts_repeated_answers"] = repeated
+    metrics["attempts_later_answers"] = later
+    return metrics
+
+
+def answer_repeats(episodes: Sequence[Sequence[str | None]]) -> tuple[int, int]:
+    """(repeated, later) over episodes given as their attempts' answers (None: no
+    answer): `later` counts attempts after the first that give an answer, `repeated`
+    those whose answer (normalised as for majority votes) an earlier attempt of the
+    same episode already gave."""
     repeated = later = 0
-    for episode in episodes:
+    for answers in episodes:
         rejected: set[str] = set()
-        for attempt, (answer, _) in enumerate(episode):
+        for attempt, answer in enumerate(answers):
             key = _vote_key(answer)
             if key is None:
                 continue
@@ -143,7 +155,4 @@ def attempt_metrics(episodes: Sequence[Sequence[tuple[str | None, bool]]],
                 later += 1
                 repeated += key in rejected
             rejected.add(key)
-    metrics["attempts_answer_repeat_rate"] = repeated / later if later else 0.0
-    metrics["attempts_repeated_answers"] = repeated
-    metrics["attempts_later_answers"] = later
-    return metrics
+    return repeated, later

@@ -59,7 +59,8 @@ def read_metrics(workdir: str | os.PathLike) -> dict[str, Series]:
 
 
 # Eval metrics that are accuracies, in the order held_out_report lists them.
-_ACCURACY_PREFIXES = ("eval/greedy_accuracy", "eval/avg@", "eval/pass@", "eval/maj@")
+_ACCURACY_PREFIXES = ("eval/greedy_accuracy", "eval/avg@", "eval/pass@", "eval/maj@",
+                      "eval/attempts@")
 
 
 def held_out_report(workdir: str | os.PathLike) -> str | None:
@@ -67,9 +68,10 @@ def held_out_report(workdir: str | os.PathLike) -> str | None:
     (what `rl_reason.main` prints at the end). Read from metrics.jsonl, so a resumed run
     reports from its very first evaluation. None with fewer than two evaluations."""
     series = read_metrics(workdir)
-    # The @1 metrics all estimate one sample's accuracy, which avg@k states best.
+    # The sampled @1 metrics all estimate one sample's accuracy, which avg@k states
+    # best; attempts@1 is the first attempt of a k-attempt episode, kept.
     keys = [k for prefix in _ACCURACY_PREFIXES for k in sorted(series)
-            if k.startswith(prefix) and not k.endswith("@1")]
+            if k.startswith(prefix) and (prefix == "eval/attempts@" or not k.endswith("@1"))]
     steps = sorted({int(s) for k in keys for s in series[k][0]})
     if len(steps) < 2:
         return None

@@ -3,7 +3,8 @@
 All requests of a call are sampled together, each row with its own generation budget
 (`Request.max_new_tokens`), in as few sampler calls as `rollout.max_sample_batch`
 allows (one when it is 0). A request's response prefix is continued and scored with
-the continuation as one response.
+the continuation as one response; an episode's attempt (`Request.answer_at_first_box`)
+is scored up to its first complete box.
 
 The engine also keeps the run's generation budget: tokens generated and sampler calls
 in all, saved with the checkpoint, so methods are compared at an equal budget.
@@ -20,6 +21,7 @@ import numpy as np
 
 from rl_reason import sampling
 from rl_reason.methods.base import Request, Sample
+from rl_reason.verifiers import cut_after_first_box
 
 
 class RolloutEngine:
@@ -88,6 +90,8 @@ class RolloutEngine:
         texts = [self.tokenizer.decode(list(requests[i].prefix) + response,
                                        skip_special_tokens=True)
                  for i, (response, *_) in zip(owners, generated)]
+        texts = [cut_after_first_box(text) if requests[i].answer_at_first_box else text
+                 for i, text in zip(owners, texts)]
         with self._phase("verify"):
             results = self.verifier.verify_batch(texts, [requests[i].record.answer
                                                          for i in owners])

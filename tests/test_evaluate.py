@@ -79,8 +79,10 @@ def test_run_writes_results_generations_and_table(checkpoint, data_file, tmp_pat
     rows = _read_jsonl(tmp_path / "tiny_bench.generations.jsonl")
     modes = [row["mode"] for row in rows]
     assert modes.count("greedy") == 3 and modes.count("sample") == 12
+    # A second attempt follows an unsolved first one that left budget (one budget of 12
+    # tokens per episode).
     unsolved_first = sum(1 for row in rows if row["mode"] == "attempts" and row["attempt"] == 1
-                         and row["status"] != "correct")
+                         and row["status"] != "correct" and row["num_tokens"] < 12)
     assert modes.count("attempts") == 3 + unsolved_first
     assert modes.count("misleading_prefix") == metrics["misleading_prefix_problems"]
     assert all(row["num_tokens"] <= 12 for row in rows)
@@ -211,13 +213,16 @@ class AlwaysSevenVerifier:
 
 
 def test_attempts_with_verifier_feedback_through_the_sampler(checkpoint, data_file):
+    """A random policy rarely ends its turn, and the episode's attempts share one budget
+    of 12 tokens: here every token ends the turn, so each attempt is one token long and
+    all three fit."""
     model, tokenizer = models.load(checkpoint), models.load_tokenizer(checkpoint)
     settings = evaluate.EvalSettings(num_samples=0, greedy=False, attempts=3,
                                      attempt_feedback="verifier", attempt_temperature=0.4,
                                      max_new_tokens=12, batch_size=6)
     result = evaluate.evaluate_model(model, tokenizer, sources.load_records(data_file), settings,
                                      verifier=AlwaysSevenVerifier(), rng=0,
-                                     stop_token_ids=tokenizer_builder.stop_token_ids(tokenizer),
+                                     stop_token_ids=range(1, len(tokenizer)),
                                      pad_id=tokenizer.pad_token_id)
     m = result.metrics
     assert (m["attempts@1"], m["attempts@2"], m["attempts@3"]) == (0.0, 0.0, 0.0)
@@ -225,6 +230,7 @@ def test_attempts_with_verifier_feedback_through_the_sampler(checkpoint, data_fi
     assert "greedy_accuracy" not in m and m["verifier_wrong"] == 9
     assert sorted((r["problem"], r["attempt"]) for r in result.generations) == [
         (p, a) for p in range(3) for a in (1, 2, 3)]
+    assert {(r["num_tokens"], r["truncated"]) for r in result.generations} == {(1, False)}
 
 
 def test_held_out_records_follow_the_config():

@@ -106,14 +106,14 @@ def test_runs_with_the_same_name_get_distinct_labels(tmp_path):
 def test_held_out_report_compares_the_first_and_last_evaluations(tmp_path):
     with MetricsWriter(tmp_path, tensorboard=False) as writer:
         writer.write(0, {"eval/greedy_accuracy": 0.2, "eval/avg@4": 0.18, "eval/pass@4": 0.42,
-                         "eval/avg@1": 0.2,
+                         "eval/avg@1": 0.2, "eval/attempts@1": 0.2, "eval/attempts@2": 0.25,
                          "eval/seconds": 30.0, "eval/verifier_wrong": 367})
         assert plot.held_out_report(tmp_path) is None  # one evaluation: nothing to compare
         writer.write(1, {"reward_mean": 0.1, "accuracy": 0.1})
         writer.write(20, {"reward_mean": 0.3, "eval/greedy_accuracy": 0.41, "eval/avg@4": 0.39,
                           "eval/pass@4": 0.5})
         writer.write(40, {"eval/greedy_accuracy": 0.43, "eval/avg@4": 0.419, "eval/pass@4": 0.495,
-                          "eval/avg@1": 0.4})
+                          "eval/avg@1": 0.4, "eval/attempts@1": 0.4, "eval/attempts@2": 0.5})
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 41, "eval/greedy')  # a line cut short by a crash is skipped
     report = plot.held_out_report(tmp_path)
@@ -122,4 +122,7 @@ def test_held_out_report_compares_the_first_and_last_evaluations(tmp_path):
         "  greedy_accuracy  0.200 -> 0.430  (+0.230)",
         "  avg@4            0.180 -> 0.419  (+0.239)",
         "  pass@4           0.420 -> 0.495  (+0.075)",
+        # attempts@1 is an episode's first attempt, not a sampled @1 estimate: kept.
+        "  attempts@1       0.200 -> 0.400  (+0.200)",
+        "  attempts@2       0.250 -> 0.500  (+0.250)",
     ]

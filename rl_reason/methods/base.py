@@ -51,6 +51,10 @@ class Request:
         hinted retries) passes that group's name.
     tag, meta: the method's own bookkeeping (FRESH for on-policy samples).
     max_new_tokens: this request's generation budget (None: rollout.max_new_tokens).
+    answer_at_first_box: the response is an attempt of a multi-turn episode
+        (methods/episodes.py): it is verified up to its first complete box
+        (verifiers.cut_after_first_box), and `Sample.text` is that part; the response
+        ids are everything sampled (the episode cuts them).
     """
 
     record: Record
@@ -61,6 +65,7 @@ class Request:
     meta: dict = dataclasses.field(default_factory=dict)
     max_new_tokens: int | None = None
     prefix: list[int] = dataclasses.field(default_factory=list)
+    answer_at_first_box: bool = False
 
 
 @dataclasses.dataclass
@@ -73,7 +78,8 @@ class Sample:
     policy_logprobs: np.ndarray  # [len(response)] under the policy at the rollout
                                  # temperature, before top-k / top-p (off-policy use)
     truncated: bool              # hit its budget without a stop token
-    text: str                    # decoded prefix + response (special tokens dropped)
+    text: str                    # decoded prefix + response (special tokens dropped; up to
+                                 # the first box with request.answer_at_first_box)
     reward: float
     status: str                  # verifier status: correct / wrong / no_answer / ...
     extracted: str | None = None

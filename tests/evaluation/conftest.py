@@ -12,8 +12,9 @@ from rl_reason.verifiers import ExactIntVerifier
 
 class ScriptedSession(EvalSession):
     """generate() answers each prompt with the next text of `script` (plus a stop
-    token) and records what it was asked: calls[i] = dict(prompts=decoded prompt texts,
-    prefixes, budgets, temperature)."""
+    token), cut to the row's budget (then truncated) as the sampler would, and records
+    what it was asked: calls[i] = dict(prompts=decoded prompt texts, prefixes, budgets,
+    temperature)."""
 
     def __init__(self, tokenizer, records, settings, script, *, context=512):
         model = types.SimpleNamespace(config=types.SimpleNamespace(max_position_embeddings=context))
@@ -29,8 +30,10 @@ class ScriptedSession(EvalSession):
             prefixes=prefixes, budgets=budgets, temperature=temperature))
         texts, self.script = self.script[:len(prompts)], self.script[len(prompts):]
         assert len(texts) == len(prompts), "the script ran out of responses"
-        return [(self.tokenizer.encode(t, add_special_tokens=False) + [self.stop_token_ids[0]], False)
+        budgets = budgets or [self.settings.max_new_tokens] * len(prompts)
+        rows = [self.tokenizer.encode(t, add_special_tokens=False) + [self.stop_token_ids[0]]
                 for t in texts]
+        return [(ids[:budget], len(ids) > budget) for ids, budget in zip(rows, budgets)]
 
 
 @pytest.fixture(scope="session")

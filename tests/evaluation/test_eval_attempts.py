@@ -1,5 +1,7 @@
 """k attempts with feedback, on scripted responses: what the conversation keeps, which
-feedback follows, and the metrics worked out by hand."""
+feedback follows, the episode's one shared token budget, and the metrics worked out by
+hand. (Token counts below are the tiny test tokenizer's: digits, punctuation and most
+letters are one token each.)"""
 
 import jax
 
@@ -21,7 +23,7 @@ PROBLEMS = records(("What is 3+4?", "7"), ("What is 2*5?", "10"), ("What is 9-1?
 
 def test_verifier_feedback_episodes(scripted_session):
     settings = EvalSettings(num_samples=0, attempts=3, attempt_feedback="verifier",
-                            attempt_temperature=0.4, max_new_tokens=16)
+                            attempt_temperature=0.4, max_new_tokens=64)
     session = scripted_session(PROBLEMS, settings, [
         # attempt 1: problems 0, 1, 2
         "3+4=7. \\boxed{7} and then \\boxed{9}",   # correct (the later box is cut off)
@@ -41,6 +43,10 @@ def test_verifier_feedback_episodes(scripted_session):
         "attempts_answer_repeat_rate": 1 / 3, "attempts_repeated_answers": 1,
         "attempts_later_answers": 3, "attempts_context_overflow": 0}
     assert [len(call["prompts"]) for call in session.calls] == [3, 2, 2]
+    # One budget per episode, shared by its attempts: attempt 1 of problem 1 is charged
+    # its 13 tokens up to the box (the 13 after it are not), problem 2's 11 + end-of-turn;
+    # then 15 + 1 and 13 + 1.
+    assert [call["budgets"] for call in session.calls] == [[64, 64, 64], [51, 52], [35, 38]]
     assert {call["temperature"] for call in session.calls} == {0.4}
     first, retry_1, retry_2 = session.calls[0]["prompts"][1], *session.calls[2]["prompts"]
     assert "attempts" not in first            # R3L's episodes start from the plain prompt
@@ -59,7 +65,7 @@ def test_verifier_feedback_episodes(scripted_session):
 
 
 def test_multi_attempt_feedback_announces_the_budget(scripted_session):
-    settings = EvalSettings(num_samples=0, attempts=2, max_new_tokens=16)
+    settings = EvalSettings(num_samples=0, attempts=2, max_new_tokens=32)
     session = scripted_session(PROBLEMS[:1], settings,
                                ["3+4=8. \\boxed{8}", "3+4=7. \\boxed{7}"])
     metrics = attempts.evaluate_attempts(session, rng=KEY)
@@ -81,3 +87,19 @@ def test_a_conversation_that_outgrows_the_context_counts_as_overflow(scripted_se
     metrics = attempts.evaluate_attempts(session, rng=KEY)
     assert metrics["attempts_context_overflow"] == 1
     assert metrics["attempts@3"] == 0.0 and len(session.calls) == 1
+
+
+def test_the_shared_budget_running_out_mid_attempt_ends_the_episode(scripted_session):
+    settings = EvalSettings(num_samples=0, attempts=3, max_new_tokens=20)
+    # Attempt 1: 11 tokens and the end-of-turn, wrong; 8 of the budget left, so
+    # attempt 2 is cut after "3+4=7. \\boxed" (8 tokens, no answer): out of tokens, no
+    # attempt 3.
+    session = scripted_session(PROBLEMS[:1], settings,
+                               ["3+4=8. \\boxed{8}", "3+4=7. \\boxed{7}"])
+    metrics = attempts.evaluate_attempts(session, rng=KEY)
+    assert [call["budgets"] for call in session.calls] == [[20], [8]]
+    assert metrics["attempts@3"] == 0.0 and metrics["attempts_later_answers"] == 0
+    last = session.generations[-1]
+    assert (last["attempt"], last["status"], last["num_tokens"], last["truncated"]) == (
+        2, "no_answer", 8, True)
+    assert last["response"] == "3+4=7. \\boxed"

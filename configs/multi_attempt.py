@@ -1,0 +1,74 @@
+"""Multi-attempt RL (docs/methods.md section 2): several attempts per question in one
+episode, feedback after each wrong one, the GRPO estimator over G episodes per question.
+
+Run (embedded task on CPU: base-policy warm-start on first use, then RL):
+    python -m rl_reason.main --config=configs/multi_attempt.py
+Expect: held-out greedy accuracy and attempts@1..5 (greedy, "incorrect, k attempts
+left" feedback, one token budget per episode) printed before and after training;
+per-step `multi_attempt/*` metrics (attempts per episode, accuracy by attempt index,
+episodes by reward outcome, answer-repeat rate). Measured figures: README.
+
+rollout.max_new_tokens is the budget of generated tokens for a whole episode, shared
+by its attempts (feedback turns are not charged); eval.max_new_tokens (0: the same)
+is the evaluation's episode budget.
+
+Method keys (`config.method`, rl_reason/methods/multi_attempt.py):
+    min_attempts, max_attempts   N ~ uniform{min..max} (1..5)
+    budget_per                   'question' (default: a group shares N) or 'episode'
+    reward_correct / reward_wrong / reward_no_answer   +1 / -0.5 / -1
+    reward_rule                  'sticky' (released code) or 'last_attempt'
+
+Variants (`--config=configs/multi_attempt.py:<variant>`, combined with commas):
+    tiny              a few steps, for tests and smoke runs
+    per_episode       N drawn per episode, as the released code
+    last_attempt      the last attempt decides between -0.5 and -1
+    binary_reward     rewards 1 / 0 / 0 (the plain verifier reward on episodes)
+    single_attempt    N = 1 always: single-turn training with the episode rewards
+    authors_kl        the authors' k3 KL 0.01 to the starting policy
+    qwen25_math_1p5b  Qwen2.5-Math-1.5B on one GPU; an episode of 3072 tokens (the
+                      authors' budget is 3000)
+    qwen3_4b          Qwen3-4B-Base on a TPU v5e/v6e pod slice
+"""
+
+from configs import base, grpo
+
+METHOD_VARIANTS = ("per_episode", "last_attempt", "binary_reward", "single_attempt",
+                   "authors_kl")
+
+
+def get_config(arg: str = ""):
+    c = base.get_base_config()
+    c.name = "multi_attempt"
+    c.method_name = "multi_attempt"
+    base.embedded_cpu_settings(c)
+    c.method.update(min_attempts=1, max_attempts=5, budget_per="question", reward_correct=1.0,
+                    reward_wrong=-0.5, reward_no_answer=-1.0, reward_rule="sticky")
+    # A whole episode's tokens: the embedded answers take about 20-60 tokens, so a few
+    # attempts fit in 160.
+    c.rollout.max_new_tokens = 160
+    c.eval.update(attempts=5, attempt_feedback="multi_attempt", attempt_temperature=0.0)
+    apply_variant(c, arg)
+    c.lock()
+    return c
+
+
+def apply_variant(c, arg: str) -> None:
+    parts = list(filter(None, arg.split(",")))
+    for part in parts:
+        if part == "per_episode":
+            c.method.budget_per = "episode"
+        elif part == "last_attempt":
+            c.method.reward_rule = "last_attempt"
+        elif part == "binary_reward":
+            c.method.update(reward_correct=1.0, reward_wrong=0.0, reward_no_answer=0.0)
+        elif part == "single_attempt":
+            c.method.update(min_attempts=1, max_attempts=1)
+        elif part == "authors_kl":
+            c.loss.update(kl_coef=0.01, kl_estimator="k3")
+    rest = ",".join(p for p in parts if p not in METHOD_VARIANTS)
+    try:
+        grpo.apply_variant(c, rest)
+    except ValueError as e:
+        raise ValueError(f"{e}; multi_attempt also has {', '.join(METHOD_VARIANTS)}") from None
+    if "tiny" in parts:
+        c.rollout.max_new_tokens = 48
