@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from rl_reason.errors import UserError
+
 ESTIMATORS = ("grpo", "rloo")
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "constant")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -11,8 +13,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 VERIFIERS = ("math", "exact_int")
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UserError, ValueError):
+    """A config value that is impossible or inconsistent; the message names the key."""
 
 
 def _require(ok: bool, message: str) -> None:

@@ -381,7 +381,8 @@ def main(argv=None) -> None:
         run(FLAGS.checkpoint, data, settings, out_dir=FLAGS.out, verifier_name=verifier_name,
             verifier_kwargs=verifier_kwargs, max_problems=max_problems, **keys)
 
-    app.run(_main, argv=argv)
+    from rl_reason.errors import exit_on_user_error
+    app.run(exit_on_user_error(_main), argv=argv)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import optax
 
 from rl_reason import sampling
 from rl_reason.data import synthetic, templates, tokenizer_builder
+from rl_reason.errors import exit_on_user_error
 from rl_reason.models import hf, transformer
 from rl_reason.models.tokenizer import apply_chat
 from rl_reason.models.config import ModelConfig
@@ -407,6 +408,7 @@ def _publish(staging: str, out: str) -> None:
         os.rename(staging, out)
 
 
+@exit_on_user_error
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=None, help=f"default: {default_cache_dir()}")

@@ -15,6 +15,7 @@ from rl_reason import models, sharding
 from rl_reason.data import sources, synthetic
 from rl_reason.data.stream import PromptStream, StreamExhausted
 from rl_reason import verifiers
+from rl_reason.errors import MissingPathError, UnwritablePathError
 
 DataExhausted = StreamExhausted
 
@@ -31,7 +32,7 @@ def prepare_workdir(workdir: str, config) -> str:
         with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test_"):
             pass
     except OSError as e:
-        raise OSError(f"workdir {workdir} is not writable: {e}") from e
+        raise UnwritablePathError(f"workdir {workdir} is not writable: {e}") from e
     if jax.process_index() != 0:
         return workdir
     path = os.path.join(workdir, "config.json")
@@ -66,8 +67,8 @@ def policy_path(config) -> str:
     if config.model.checkpoint:
         path = os.path.expanduser(config.model.checkpoint)
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"model.checkpoint={config.model.checkpoint!r} is not a "
-                                    "directory (expected a Hugging Face checkpoint folder)")
+            raise MissingPathError(f"model.checkpoint={config.model.checkpoint!r} is not a "
+                                   "directory (expected a Hugging Face checkpoint folder)")
         return path
     from rl_reason import pretrain
     return pretrain.ensure_base_policy()

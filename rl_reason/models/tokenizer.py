@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from rl_reason.errors import CheckpointFolderError
+
 if TYPE_CHECKING:  # transformers is imported on use: it costs seconds at import time
     import transformers
 
@@ -33,12 +35,12 @@ def load_tokenizer(path: str) -> transformers.PreTrainedTokenizerBase:
     import transformers
 
     if not os.path.isdir(path):
-        raise ValueError(f"tokenizer.load_tokenizer: folder {path!r} does not exist")
+        raise CheckpointFolderError(f"tokenizer.load_tokenizer: folder {path!r} does not exist")
     try:
         return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, TypeError) as e:
-        raise ValueError(f"tokenizer.load_tokenizer: no loadable tokenizer files in {path!r} "
-                         f"({e})") from e
+        raise CheckpointFolderError(f"tokenizer.load_tokenizer: no loadable tokenizer files in "
+                                    f"{path!r} ({e})") from e
 
 
 def save_tokenizer(tokenizer: transformers.PreTrainedTokenizerBase, path: str) -> None:

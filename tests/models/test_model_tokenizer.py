@@ -5,6 +5,7 @@ import tokenizers
 import transformers
 
 from rl_reason import models
+from rl_reason.errors import CheckpointFolderError, UserError
 from rl_reason.models import tokenizer as tokenizer_lib
 
 WORDS = ["what", "is", "2", "+", "?", "User:", "Assistant:", "System:", "be", "brief"]
@@ -60,7 +61,9 @@ def test_bad_messages_are_refused(messages):
 
 
 def test_missing_or_empty_tokenizer_folder(tmp_path):
-    with pytest.raises(ValueError, match="does not exist"):
+    # The user's to fix (the checkpoint folder), and still a ValueError for callers.
+    with pytest.raises(CheckpointFolderError, match="does not exist") as info:
         models.load_tokenizer(str(tmp_path / "nowhere"))
+    assert isinstance(info.value, (UserError, ValueError))
     with pytest.raises(ValueError, match="no loadable tokenizer files"):
         tokenizer_lib.load_tokenizer(str(tmp_path))
