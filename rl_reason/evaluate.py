@@ -260,8 +260,7 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
 
     problem_key / answer_key: the fields to read from every data file (None: detect).
     """
-    # Imported here: run_setup serves the trainer, which may import this module.
-    from rl_reason import models, run_setup, verifiers
+    from rl_reason import models, verifiers
     from rl_reason.data import sources, synthetic
 
     path = resolve_checkpoint(checkpoint)
@@ -283,8 +282,8 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
 
     model = models.load(path)
     tokenizer = models.load_tokenizer(path)
-    gen = dict(stop_token_ids=run_setup.stop_token_ids(tokenizer, model.config),
-               pad_id=run_setup.pad_id(tokenizer))
+    gen = dict(stop_token_ids=models.stop_token_ids(tokenizer, model.config),
+               pad_id=models.pad_token_id(tokenizer))
     summaries, table_rows = [], []
     with verifiers.make_verifier(verifier_name, **(verifier_kwargs or {})) as verifier:
         for name, spec, records in benchmarks:

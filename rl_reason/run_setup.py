@@ -85,28 +85,6 @@ def load_tokenizer_for(path: str):
     return models.load_tokenizer(path)
 
 
-def stop_token_ids(tokenizer, model_config) -> tuple[int, ...]:
-    """EOS ids of the model config and tokenizer, plus the chat end-of-turn token."""
-    ids = set(model_config.eos_token_ids)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    for token in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
-            ids.add(token_id)
-    if not ids:
-        raise ValueError("neither the model config nor the tokenizer names an EOS token; "
-                         "generation would never stop")
-    return tuple(sorted(ids))
-
-
-def pad_id(tokenizer) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
 def make_data(config) -> tuple[PromptStream, list]:
     """Training stream and held-out records (the embedded task when none are given)."""
     d = config.data

@@ -26,7 +26,7 @@ import numpy as np
 
 from rl_reason import checkpoint as ckpt_lib
 from rl_reason import config_check, metrics as metrics_lib, sharding, train_step
-from rl_reason import plot, run_setup
+from rl_reason import models, plot, run_setup
 from rl_reason.methods import make_method
 from rl_reason.methods.base import StepContext
 from rl_reason.models import Model
@@ -87,8 +87,8 @@ class Trainer:
         self.verifier = run_setup.make_verifier(c.verifier)
         self.engine = RolloutEngine(
             self.tokenizer, self.verifier, c.rollout,
-            stop_token_ids=run_setup.stop_token_ids(self.tokenizer, self.model_config),
-            pad_id=run_setup.pad_id(self.tokenizer), mesh=self.mesh, timer=self.timer)
+            stop_token_ids=models.stop_token_ids(self.tokenizer, self.model_config),
+            pad_id=models.pad_token_id(self.tokenizer), mesh=self.mesh, timer=self.timer)
         self.base_rng = jax.random.PRNGKey(c.seed)
 
         self.checkpointer = ckpt_lib.Checkpointer(
@@ -219,7 +219,7 @@ class Trainer:
         with self.timer.phase("build_batch"):
             batch = batch_lib.collate(rows, row_multiple=self.row_multiple,
                                       seq_bucket=c.train.seq_bucket,
-                                      pad_id=run_setup.pad_id(self.tokenizer))
+                                      pad_id=self.engine.pad_id)
             minibatches = batch_lib.split_minibatches(
                 batch, c.optim.num_minibatches, np.random.default_rng([c.seed, self.step]))
         with self.timer.phase("logprobs"):
