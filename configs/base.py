@@ -50,7 +50,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.rollout = ml_collections.ConfigDict(dict(
         prompts_per_step=16,      # B
         group_size=8,             # G
-        max_prompt_len=256,
+        max_prompt_len=256,       # longer training prompts are dropped at load (warned)
         max_new_tokens=96,
         temperature=1.0,
         top_p=1.0,
@@ -93,7 +93,6 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict(dict(
         num_steps=100,
-        log_every=1,
         eval_every=0,             # 0 = only before the first and after the last step
         checkpoint_every=10,
         keep_checkpoints=3,

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from rl_reason import models, sharding
-from rl_reason.data import sources, synthetic
+from rl_reason.data import prompt_filter, sources, synthetic
 from rl_reason.data.stream import PromptStream, StreamExhausted
 from rl_reason import verifiers
 from rl_reason.errors import MissingPathError, UnwritablePathError
@@ -85,8 +85,11 @@ def load_tokenizer_for(path: str):
     return models.load_tokenizer(path)
 
 
-def make_data(config) -> tuple[PromptStream, list]:
-    """Training stream and held-out records (the embedded task when none are given)."""
+def make_data(config, tokenizer) -> tuple[PromptStream, list]:
+    """Training stream and held-out records (the embedded task when none are given).
+
+    Training prompts longer than rollout.max_prompt_len tokens are dropped, with a
+    warning (data/prompt_filter.py)."""
     d = config.data
     keys = dict(problem_key=d.problem_key or None, answer_key=d.answer_key or None)
 
@@ -98,6 +101,7 @@ def make_data(config) -> tuple[PromptStream, list]:
         train = load(d.train)
     else:
         train = synthetic.train_records(d.embedded_train_size, levels=tuple(d.embedded_levels))
+    train, _ = prompt_filter.drop_long_prompts(train, tokenizer, config.rollout.max_prompt_len)
     if d.eval:
         held_out = [r for spec in d.eval for r in load(spec)]
     elif not d.train:

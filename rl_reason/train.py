@@ -83,7 +83,7 @@ class Trainer:
             remat=c.model.remat, skip_grad_norm_above=c.optim.skip_grad_norm_above)
         self.row_multiple = c.optim.num_minibatches * sharding.data_parallel_size(self.mesh)
 
-        self.stream, self.eval_records = run_setup.make_data(c)
+        self.stream, self.eval_records = run_setup.make_data(c, self.tokenizer)
         self.verifier = run_setup.make_verifier(c.verifier)
         self.engine = RolloutEngine(
             self.tokenizer, self.verifier, c.rollout,
