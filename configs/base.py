@@ -60,7 +60,8 @@ def get_base_config() -> ml_collections.ConfigDict:
         max_sample_batch=0,
     ))
 
-    # The policy loss (METHODS.md section 0/0b); methods may override defaults.
+    # The policy loss (docs/methods.md, "GRPO" and "Off-policy tokens"); methods may
+    # override defaults.
     c.loss = ml_collections.ConfigDict(dict(
         estimator="grpo",         # 'grpo' or 'rloo'
         norm_by_std=True,         # False = Dr.GRPO

@@ -18,7 +18,7 @@ final_answer / solution), so MATH500, AIME24/25, AMC23, Minerva, OlympiadBench a
 GSM8K ("... #### 42") load as distributed; --problem_key / --answer_key (dots for
 nested fields) override the detection for every file.
 
-Per benchmark (METHODS.md, "Evaluation protocol"): plain prompts, no hints or
+Per benchmark (docs/methods.md, "Evaluation protocol"): plain prompts, no hints or
 feedback; greedy accuracy; num_samples samples per problem at the given temperature
 and top_p, giving avg@num_samples and, for each k, the unbiased pass@k, avg@k and
 maj@k (rl_reason/evaluation_metrics.py); verifier status counts (timeouts and errors

@@ -113,8 +113,9 @@ class Method:
         raise NotImplementedError
 
     def loss_config(self) -> LossConfig:
-        """The policy-loss settings (METHODS.md 0/0b) from `config.loss`; methods with
-        their own loss (R3L's REINFORCE, dropped clips once mixing is on) override."""
+        """The policy-loss settings (docs/methods.md, "GRPO" and "Off-policy tokens")
+        from `config.loss`; methods with their own loss (R3L's REINFORCE, dropped clips
+        once mixing is on) override."""
         return loss_config_from(self.config)
 
     def after_step(self, samples: Sequence[Sample], ctx: StepContext) -> None:

@@ -1,4 +1,4 @@
-"""GRPO (METHODS.md section 0) with the DAPO and Dr.GRPO switches.
+"""GRPO (docs/methods.md, "GRPO") with the DAPO and Dr.GRPO switches.
 
 The pieces other methods reuse are module functions: `plain_request` (encode the
 plain prompt), `group_rewards` (verifier reward plus overlong shaping) and

@@ -8,7 +8,7 @@ Per trained token (loss_mask_BT > 0) the policy term is
     on-policy,  'ppo_clip':  max(-A*rho, -A*clip(rho, 1-clip_low, 1+clip_high))
                              rho = exp(logp - old_logp); dual clip caps it at -A*c for A<0
     on-policy,  'reinforce': -A*logp                        (R3L; no ratio)
-    off-policy (either):     -A * w/(w+gamma)               (METHODS.md section 0b)
+    off-policy (either):     -A * w/(w+gamma)      (docs/methods.md, "Off-policy tokens")
                              w = exp(logp - behaviour_logp), never clipped
 
 and the scalar loss is
