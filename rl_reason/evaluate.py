@@ -213,8 +213,8 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
 
     model = models.load(path)
     tokenizer = models.load_tokenizer(path)
-    gen = dict(stop_token_ids=run_setup.stop_token_ids(tokenizer, model.config),
-               pad_id=run_setup.pad_id(tokenizer))
+    gen = dict(stop_token_ids=models.stop_token_ids(tokenizer, model.config),
+               pad_id=models.pad_token_id(tokenizer))
     prefixes_path = prefixes_path or os.path.join(out_dir, misleading_prefix.PREFIXES_FILE)
     if settings.misleading_prefix:
         print(f"Misleading prefixes: {prefixes_path} (problems it lacks are mined and added)",
@@ -342,7 +342,8 @@ def main(argv=None) -> None:
             verifier_kwargs=verifier_kwargs, max_problems=max_problems, held_out=held_out,
             prefixes_path=FLAGS.misleading_prefixes, **keys)
 
-    app.run(_main, argv=argv)
+    from rl_reason.errors import exit_on_user_error
+    app.run(exit_on_user_error(_main), argv=argv)
 
 
 if __name__ == "__main__":

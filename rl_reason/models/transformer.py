@@ -20,9 +20,9 @@ The KV cache is an explicit pytree {'k': L x [B, K, E, S], 'v': L x [B, K, S, E]
 array per layer, so a decode step writes its new token in place without moving the
 rest of the cache) passed in and returned. Both are heads-major and keys are stored
 transposed, so a decode step's scores (q . k over E) and output (p . v over S) each
-reduce over a non-minor axis (about 4x faster than the token-major [B, S, K, E]
-layout on CPU: benchmarks/decode_attention.py), and plain matmuls without a transpose
-on accelerators. The cached path takes the layers stacked
+reduce over a non-minor axis: several times faster on CPU than the token-major
+[B, S, K, E] layout (benchmarks/decode_attention.py; figures in the README), and plain
+matmuls without a transpose on accelerators. The cached path takes the layers stacked
 or already split by `unstack_layers` (the sampler splits them once, outside its
 loop). Callers say which slots each query may attend to with a boolean mask
 [B, T, S], so left padding, prompts of different lengths and continuation all reduce
@@ -220,9 +220,9 @@ def hidden_states(params: Params, config: ModelConfig, tokens_BT, positions_BT, 
         new_cache = None
     else:
         # Layers unrolled over per-layer caches: each cache buffer is updated in place.
-        # A stacked [L, ...] cache in a scan carry was sliced out and written back per
-        # layer, moving the whole cache twice per decode step (286 ms vs 79 ms of
-        # matmuls per step at batch 256 on CPU).
+        # A stacked [L, ...] cache in a scan carry is sliced out and written back per
+        # layer, moving the whole cache twice per decode step (on CPU at batch 256,
+        # more than three times the time of the step's matmuls).
         new_cache = {"k": [], "v": []}
         layers = params["layers"]
         if not isinstance(layers, list):

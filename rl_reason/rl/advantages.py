@@ -121,7 +121,7 @@ def rloo_advantages(rewards, group_ids=None, valid=None, *,
 
 def r3l_advantages(rewards, group_ids=None, valid=None, *, num_groups=None,
                    max_reward: float, alpha: float = 3.0) -> jax.Array:
-    """R3L positive amplification (METHODS.md section 3 item 5), no std.
+    """R3L positive amplification (docs/methods.md, "R3L", item 5), no std.
 
     A = 1 for a trajectory reaching max_reward (the best reward the task can give),
     alpha * (r - b) when r >= b, r - b otherwise; b = group mean (0 when alone).
