@@ -43,10 +43,14 @@ def get_config(arg: str = ""):
     base.embedded_cpu_settings(c)
     c.method.update(min_attempts=1, max_attempts=5, budget_per="question", reward_correct=1.0,
                     reward_wrong=-0.5, reward_no_answer=-1.0, reward_rule="sticky")
-    # A whole episode's tokens: the embedded answers take about 20-60 tokens, so a few
-    # attempts fit in 160.
-    c.rollout.max_new_tokens = 160
-    c.eval.update(attempts=5, attempt_feedback="multi_attempt", attempt_temperature=0.0)
+    # A whole episode's tokens: the embedded answers take about 20-60 tokens, so three
+    # to five attempts fit in 128. An episode costs up to five sampler calls and rows
+    # twice as long as GRPO's, so half GRPO's batch and fewer steps keep the embedded
+    # run within minutes (measured: README).
+    c.rollout.update(prompts_per_step=8, group_size=8, max_new_tokens=128)
+    c.train.update(num_steps=30, eval_every=0)
+    c.eval.update(attempts=5, attempt_feedback="multi_attempt", attempt_temperature=0.0,
+                  num_samples=2, ks=(1, 2))
     apply_variant(c, arg)
     c.lock()
     return c

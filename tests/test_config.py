@@ -2,7 +2,7 @@
 
 import pytest
 
-from configs import exgrpo, grpo
+from configs import exgrpo, grpo, multi_attempt
 from rl_reason.config_check import ConfigError, check
 
 
@@ -10,6 +10,31 @@ from rl_reason.config_check import ConfigError, check
                                      "qwen3_4b", "tiny,dapo"])
 def test_grpo_variants_are_valid(variant):
     check(grpo.get_config(variant), num_devices=8)
+
+
+@pytest.mark.parametrize("variant", ["", "tiny", "per_episode", "last_attempt", "binary_reward",
+                                     "single_attempt", "authors_kl", "qwen25_math_1p5b",
+                                     "qwen3_4b", "tiny,per_episode,drgrpo"])
+def test_multi_attempt_variants_are_valid(variant):
+    c = multi_attempt.get_config(variant)
+    check(c, num_devices=8)
+    # Evaluated with up to 5 attempts whatever the training budget.
+    assert c.method_name == "multi_attempt" and c.eval.attempts == 5
+    assert c.eval.attempt_feedback == "multi_attempt" and c.eval.attempt_temperature == 0.0
+
+
+def test_multi_attempt_variants_set_their_switches():
+    assert multi_attempt.get_config("per_episode").method.budget_per == "episode"
+    assert multi_attempt.get_config("last_attempt").method.reward_rule == "last_attempt"
+    binary = multi_attempt.get_config("binary_reward").method
+    assert (binary.reward_correct, binary.reward_wrong, binary.reward_no_answer) == (1, 0, 0)
+    assert multi_attempt.get_config("single_attempt").method.max_attempts == 1
+    assert multi_attempt.get_config("authors_kl").loss.kl_coef == 0.01
+    assert multi_attempt.get_config("qwen25_math_1p5b").rollout.max_new_tokens == 3072
+    with pytest.raises(ValueError, match="multi_attempt also has per_episode"):
+        multi_attempt.get_config("nope")
+    with pytest.raises(ConfigError, match="dynamic_sampling"):
+        check(multi_attempt.get_config("dapo"), num_devices=1)
 
 
 def test_exgrpo_config_says_it_runs_grpo():

@@ -74,3 +74,32 @@ def test_harness_smoke_sweep_writes_results_and_resumes(tiny_policy, tmp_path, c
     # Re-running continues (here: finds every run finished) and gives the same results.
     assert harness.main(arms, argv, **kwargs) == results
     assert "Nothing to do" in capsys.readouterr().out
+
+
+import multi_attempt_vs_grpo  # noqa: E402
+
+
+def test_multi_attempt_gain_table_by_hand():
+    runs = {"grpo": {0: {"eval/attempts@1": 0.4, "eval/attempts@2": 0.42, "eval/attempts@5": 0.45},
+                     1: {"eval/attempts@1": 0.5, "eval/attempts@2": 0.54, "eval/attempts@5": 0.55}},
+            "multi_attempt": {0: {"eval/attempts@1": 0.4, "eval/attempts@2": 0.5,
+                                  "eval/attempts@5": 0.6}}}
+    table = multi_attempt_vs_grpo.gain_table(runs)
+    # grpo gains 0.02 and 0.04: mean 0.03, SE 0.01; multi_attempt one run, SE 0.
+    assert "| grpo | 2 | +0.030 ± 0.010 | +0.050 ± 0.000 |" in table
+    assert "| multi_attempt | 1 | +0.100 ± 0.000 | +0.200 ± 0.000 |" in table
+    assert "multi_attempt minus grpo: +0.070 ± 0.010" in table
+
+
+@pytest.mark.slow
+def test_multi_attempt_vs_grpo_smoke(tiny_policy, tmp_path):
+    out = tmp_path / "out"
+    results = multi_attempt_vs_grpo.main([
+        "--smoke", f"--start={tiny_policy}", f"--out={out}", f"--runs={tmp_path / 'runs'}",
+        "--config.eval.max_problems=4"])
+    assert set(results) == {"grpo", "multi_attempt"}
+    assert all("eval/attempts@5" in m for runs in results.values() for m in runs.values())
+    text = (out / "results.md").read_text()
+    assert "| grpo | 1 |" in text and "| multi_attempt seed 0 |" in text
+    assert "attempts@2 - attempts@1" in text and "multi_attempt minus grpo" in text
+    assert (out / "curves.png").stat().st_size > 0
