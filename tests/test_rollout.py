@@ -109,3 +109,29 @@ def test_a_cut_inside_the_box_is_scored_with_its_continuation(tiny_policy, monke
     assert sample.correct and sample.extracted == record.answer
     alone, = engine.verifier.verify_batch([tokenizer.decode(ids[cut:])], [record.answer])
     assert not alone.correct
+
+
+def test_an_episode_attempt_is_scored_up_to_its_first_box(tiny_policy, monkeypatch):
+    """With answer_at_first_box the verifier reads the response up to its first complete
+    box (an attempt); otherwise, as always, the last box."""
+    model, tokenizer, engine = _engine(tiny_policy)
+    record = synthetic.train_records(1, seed=0)[0]
+    wrong = str(int(record.answer) + 1)
+    ids = tokenizer.encode(f"\\boxed{{{record.answer}}} or \\boxed{{{wrong}}}",
+                           add_special_tokens=False)
+    context = templates.encode_prompt(tokenizer, templates.plain_prompt(record.problem))
+
+    def scripted(model, prompts, *, max_new_tokens, **kwargs):
+        rows = np.array([ids] * len(prompts), np.int32)
+        zeros = np.zeros(rows.shape, np.float32)
+        return sampling.SampleOutput(tokens=rows, lengths=np.array([len(ids)] * len(prompts)),
+                                     logprobs=zeros, policy_logprobs=zeros,
+                                     truncated=np.array([True] * len(prompts)))
+
+    monkeypatch.setattr(sampling, "generate", scripted)
+    attempt, whole = engine.rollout(model, [
+        Request(record=record, context=context, num_samples=1, answer_at_first_box=True),
+        Request(record=record, context=context, num_samples=1)], jax.random.PRNGKey(0))
+    assert attempt.correct and attempt.text == f"\\boxed{{{record.answer}}}"
+    assert attempt.response == ids                       # every sampled id is kept
+    assert whole.status == "wrong" and whole.extracted == wrong
