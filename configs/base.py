@@ -122,7 +122,8 @@ def get_base_config() -> ml_collections.ConfigDict:
         ks=(1, 4),
         max_new_tokens=0,         # 0 = rollout.max_new_tokens
         max_problems=0,           # 0 = all
-        # k attempts with feedback (rl_reason/evaluation/attempts.py): attempts@1..K.
+        # k attempts with feedback (rl_reason/evaluation/attempts.py): attempts@1..K; the
+        # attempts of an episode share one budget of max_new_tokens.
         attempts=0,               # K; 0 = off
         attempt_feedback="multi_attempt",  # 'multi_attempt' or 'verifier' (R3L)
         attempt_temperature=0.0,  # 0 = greedy; R3L evaluates at 0.4

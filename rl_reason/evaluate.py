@@ -30,8 +30,9 @@ and top_p, giving avg@num_samples and, for each k, the unbiased pass@k, avg@k an
 maj@k (rl_reason/evaluation_metrics.py); verifier status counts (timeouts and errors
 score 0 and are counted). Modes that add feedback or prefixes (rl_reason/evaluation/):
 - --attempts=K: attempts@k, solved within k = 1..K attempts with feedback after each
-  wrong one (multi-attempt's or R3L's wording), the answer-repeat rate and the
-  context-overflow count (evaluation/attempts.py).
+  wrong one (multi-attempt's or R3L's wording) in one episode whose attempts share
+  max_new_tokens, the answer-repeat rate and the context-overflow count
+  (evaluation/attempts.py).
 - --misleading_prefix: misleading_prefix_accuracy, the greedy continuation from a prefix
   of one of the model's own wrong responses, next to the plain greedy accuracy on the
   same problems (evaluation/misleading_prefix.py). The prefixes are mined on first use

@@ -20,7 +20,8 @@ class EvalSettings:
     ks: tuple[int, ...] = DEFAULT_KS
     temperature: float = 0.6      # sampled metrics and the mining of misleading prefixes
     top_p: float = 1.0
-    max_new_tokens: int = 1024    # per response; per attempt; prefix + continuation
+    max_new_tokens: int = 1024    # per response; per k-attempt episode (all its attempts
+                                  # together); prefix + continuation
     greedy: bool = True           # also report greedy accuracy
     attempts: int = 0             # K > 0: accuracy within 1..K attempts with feedback
     attempt_feedback: str = "multi_attempt"   # one of ATTEMPT_FEEDBACKS
