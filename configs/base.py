@@ -58,7 +58,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.rollout = ml_collections.ConfigDict(dict(
         prompts_per_step=16,      # B
         group_size=8,             # G
-        max_prompt_len=256,
+        max_prompt_len=256,       # longer training prompts are dropped at load (warned)
         max_new_tokens=96,
         temperature=1.0,
         top_p=1.0,
@@ -68,7 +68,8 @@ def get_base_config() -> ml_collections.ConfigDict:
         max_sample_batch=0,
     ))
 
-    # The policy loss (METHODS.md section 0/0b); methods may override defaults.
+    # The policy loss (docs/methods.md, "GRPO" and "Off-policy tokens"); methods may
+    # override defaults.
     c.loss = ml_collections.ConfigDict(dict(
         estimator="grpo",         # 'grpo' or 'rloo'
         norm_by_std=True,         # False = Dr.GRPO
@@ -107,7 +108,6 @@ def get_base_config() -> ml_collections.ConfigDict:
         # >0: also stop once this many tokens were generated in all (every sampler call
         # counts: rollouts, hints, retries, mining), so arms compare at equal budget.
         max_generated_tokens=0,
-        log_every=1,
         eval_every=0,             # 0 = only before the first and after the last step
         checkpoint_every=10,
         keep_checkpoints=3,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from rl_reason.evaluation.settings import ATTEMPT_FEEDBACKS
+from rl_reason.errors import UserError
 
 ESTIMATORS = ("grpo", "rloo")
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "constant")
@@ -15,8 +16,8 @@ OFF_POLICY_WEIGHTS = ("shaped", "ratio", "none")
 WHEN_EXHAUSTED = ("stop", "shrink")
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UserError, ValueError):
+    """A config value that is impossible or inconsistent; the message names the key."""
 
 
 def _require(ok: bool, message: str) -> None:

@@ -58,6 +58,7 @@ from typing import Sequence
 import jax
 
 from rl_reason import models, run_setup, verifiers
+from rl_reason.errors import MissingPathError, UnwritablePathError
 from rl_reason.data import sources, synthetic
 from rl_reason.evaluation import attempts, misleading_prefix, plain
 from rl_reason.evaluation.session import EvalSession
@@ -132,7 +133,7 @@ def resolve_checkpoint(path: str) -> str:
     for candidate in (path, os.path.join(path, "hf")):
         if os.path.isfile(os.path.join(candidate, "config.json")):
             return candidate
-    raise FileNotFoundError(f"--checkpoint={path}: no config.json there or in its hf/ folder "
+    raise MissingPathError(f"--checkpoint={path}: no config.json there or in its hf/ folder "
                             "(expected a Hugging Face checkpoint or a training workdir)")
 
 
@@ -149,7 +150,7 @@ def _check_writable(out_dir: str) -> None:
             pass
         os.remove(probe)
     except OSError as error:
-        raise OSError(f"--out={out_dir} is not writable: {error}") from error
+        raise UnwritablePathError(f"--out={out_dir} is not writable: {error}") from error
 
 
 # Table columns in this order, with their headers (a "@" metric gets its k appended).
@@ -213,8 +214,8 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
 
     model = models.load(path)
     tokenizer = models.load_tokenizer(path)
-    gen = dict(stop_token_ids=run_setup.stop_token_ids(tokenizer, model.config),
-               pad_id=run_setup.pad_id(tokenizer))
+    gen = dict(stop_token_ids=models.stop_token_ids(tokenizer, model.config),
+               pad_id=models.pad_token_id(tokenizer))
     prefixes_path = prefixes_path or os.path.join(out_dir, misleading_prefix.PREFIXES_FILE)
     if settings.misleading_prefix:
         print(f"Misleading prefixes: {prefixes_path} (problems it lacks are mined and added)",
@@ -342,7 +343,8 @@ def main(argv=None) -> None:
             verifier_kwargs=verifier_kwargs, max_problems=max_problems, held_out=held_out,
             prefixes_path=FLAGS.misleading_prefixes, **keys)
 
-    app.run(_main, argv=argv)
+    from rl_reason.errors import exit_on_user_error
+    app.run(exit_on_user_error(_main), argv=argv)
 
 
 if __name__ == "__main__":

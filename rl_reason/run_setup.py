@@ -14,9 +14,10 @@ import jax
 import numpy as np
 
 from rl_reason import models, sharding
-from rl_reason.data import sources, synthetic
+from rl_reason.data import prompt_filter, sources, synthetic
 from rl_reason.data.stream import PromptStream, StreamExhausted
 from rl_reason import verifiers
+from rl_reason.errors import MissingPathError, UnwritablePathError
 
 DataExhausted = StreamExhausted
 
@@ -33,7 +34,7 @@ def prepare_workdir(workdir: str, config) -> str:
         with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test_"):
             pass
     except OSError as e:
-        raise OSError(f"workdir {workdir} is not writable: {e}") from e
+        raise UnwritablePathError(f"workdir {workdir} is not writable: {e}") from e
     if jax.process_index() != 0:
         return workdir
     path = os.path.join(workdir, "config.json")
@@ -68,8 +69,8 @@ def policy_path(config) -> str:
     if config.model.checkpoint:
         path = os.path.expanduser(config.model.checkpoint)
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"model.checkpoint={config.model.checkpoint!r} is not a "
-                                    "directory (expected a Hugging Face checkpoint folder)")
+            raise MissingPathError(f"model.checkpoint={config.model.checkpoint!r} is not a "
+                                   "directory (expected a Hugging Face checkpoint folder)")
         return path
     from rl_reason import pretrain
     return pretrain.ensure_base_policy()
@@ -84,28 +85,6 @@ def load_policy(path: str, config, mesh) -> models.Model:
 
 def load_tokenizer_for(path: str):
     return models.load_tokenizer(path)
-
-
-def stop_token_ids(tokenizer, model_config) -> tuple[int, ...]:
-    """EOS ids of the model config and tokenizer, plus the chat end-of-turn token."""
-    ids = set(model_config.eos_token_ids)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    for token in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
-            ids.add(token_id)
-    if not ids:
-        raise ValueError("neither the model config nor the tokenizer names an EOS token; "
-                         "generation would never stop")
-    return tuple(sorted(ids))
-
-
-def pad_id(tokenizer) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
 
 
 def _load_records(data_config, spec: str) -> list:
@@ -134,13 +113,16 @@ def held_out_records(config) -> list:
     return held_out
 
 
-def make_data(config) -> tuple[PromptStream, list]:
-    """Training stream and held-out records (the embedded task when none are given)."""
+def make_data(config, tokenizer) -> tuple[PromptStream, list]:
+    """Training stream and held-out records (the embedded task when none are given).
+    Training prompts longer than rollout.max_prompt_len tokens are dropped, with a
+    warning (data/prompt_filter.py)."""
     d = config.data
     if d.train:
         train = _load_records(d, d.train)
     else:
         train = synthetic.train_records(d.embedded_train_size, levels=tuple(d.embedded_levels))
+    train, _ = prompt_filter.drop_long_prompts(train, tokenizer, config.rollout.max_prompt_len)
     stream = PromptStream(train, config.rollout.prompts_per_step, config.seed,
                           shuffle=d.shuffle, num_epochs=d.num_epochs or None)
     return stream, held_out_records(config)

@@ -23,7 +23,7 @@ def checkpoint(tmp_path_factory):
     corpus = [f"{q}\nPlease reason step by step. \\boxed{{{a}}}" for q, a in PROBLEMS] * 20
     tokenizer = tokenizer_builder.build_tokenizer(corpus, path, vocab_size=300)
     config = models.get_preset("tiny-qwen3", vocab_size=len(tokenizer),
-                               eos_token_id=tokenizer_builder.stop_token_ids(tokenizer),
+                               eos_token_id=models.stop_token_ids(tokenizer),
                                pad_token_id=tokenizer.pad_token_id)
     models.save(models.init(config, seed=0), path)
     return path
@@ -96,8 +96,8 @@ def test_metrics_match_the_written_generations(checkpoint, data_file):
     settings = evaluate.EvalSettings(num_samples=4, ks=(1, 2, 4), max_new_tokens=12, temperature=1.0,
                                      batch_size=6)
     result = evaluate.evaluate_model(model, tokenizer, records, settings, verifier=LengthParityVerifier(),
-                                     stop_token_ids=tokenizer_builder.stop_token_ids(tokenizer),
-                                     pad_id=tokenizer.pad_token_id, rng=3)
+                                     stop_token_ids=models.stop_token_ids(tokenizer),
+                                     pad_id=models.pad_token_id(tokenizer), rng=3)
     samples = [row for row in result.generations if row["mode"] == "sample"]
     correct = [[False] * 4 for _ in records]
     answers = [[None] * 4 for _ in records]
@@ -115,8 +115,8 @@ def test_metrics_match_the_written_generations(checkpoint, data_file):
     assert 0 < sum(map(sum, correct)) < 12
     # Same seed, same samples.
     again = evaluate.evaluate_model(model, tokenizer, records, settings, verifier=LengthParityVerifier(),
-                                    stop_token_ids=tokenizer_builder.stop_token_ids(tokenizer),
-                                    pad_id=tokenizer.pad_token_id, rng=3)
+                                    stop_token_ids=models.stop_token_ids(tokenizer),
+                                    pad_id=models.pad_token_id(tokenizer), rng=3)
     assert [r["response"] for r in again.generations] == [r["response"] for r in result.generations]
 
 
@@ -217,7 +217,7 @@ def test_attempts_with_verifier_feedback_through_the_sampler(checkpoint, data_fi
                                      max_new_tokens=12, batch_size=6)
     result = evaluate.evaluate_model(model, tokenizer, sources.load_records(data_file), settings,
                                      verifier=AlwaysSevenVerifier(), rng=0,
-                                     stop_token_ids=tokenizer_builder.stop_token_ids(tokenizer),
+                                     stop_token_ids=models.stop_token_ids(tokenizer),
                                      pad_id=tokenizer.pad_token_id)
     m = result.metrics
     assert (m["attempts@1"], m["attempts@2"], m["attempts@3"]) == (0.0, 0.0, 0.0)

@@ -10,7 +10,7 @@ import pytest
 from configs import grpo
 from rl_reason import evaluate, models
 from rl_reason.data import record as record_lib
-from rl_reason.data import synthetic, tokenizer_builder
+from rl_reason.data import synthetic
 from rl_reason.evaluation import misleading_prefix as mp
 from rl_reason.evaluation.settings import EvalSettings
 from rl_reason.verifiers import ExactIntVerifier, VerifyResult
@@ -152,7 +152,7 @@ def test_trainer_evaluation_mines_at_the_first_evaluation_and_reuses_after(
     held_out = synthetic.held_out_records(4, levels=(2, 3))
     eval_dir = str(tmp_path / "eval")
     common = dict(mesh=None, verifier=ParityVerifier(), pad=tokenizer.pad_token_id,
-                  stop_ids=tokenizer_builder.stop_token_ids(tokenizer), eval_dir=eval_dir)
+                  stop_ids=models.stop_token_ids(tokenizer), eval_dir=eval_dir)
     first = evaluate.held_out_metrics(model, tokenizer, held_out, config, rng=KEY, step=0, **common)
     prefixes_file = os.path.join(eval_dir, mp.PREFIXES_FILE)
     written = open(prefixes_file).read()
