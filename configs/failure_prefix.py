@@ -6,10 +6,10 @@ Run (embedded task on CPU: base-policy warm-start on first use, then RL):
     python -m rl_reason.main --config=configs/failure_prefix.py
 Trains on level 1 of the embedded task, which the base policy solves about 93% of
 the time (its groups are mostly all-correct, so GRPO gets little signal there).
-Step 0 mines: 64 training problems, 8 samples each for the pass rate, 32 more per
-saturated one, its wrong responses cut at 10..90% and probed 4 times each; the cut
-nearest 50% continuation accuracy is kept per problem. Step 20 mines again with the
-trained policy. Held-out evaluation covers levels 1 and 2, plain and continued from a
+Step 0 mines: 48 training problems, 8 samples each for the pass rate, 24 more per
+saturated one, up to 2 of its wrong responses cut at 20, 40, 60 and 80% of their
+tokens and each cut continued 4 times; the cut nearest 50% continuation accuracy is
+kept per problem. Step 20 mines again with the trained policy. Held-out evaluation covers levels 1 and 2, plain and continued from a
 misleading prefix of the policy's own wrong response to a held-out problem.
 Expect: failure_prefix/* metrics at the mining steps (saturated problems, failures,
 chosen cuts and their accuracies), rollout/{pass_rate,mining,probe}/* next to the

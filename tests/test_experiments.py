@@ -74,3 +74,23 @@ def test_harness_smoke_sweep_writes_results_and_resumes(tiny_policy, tmp_path, c
     # Re-running continues (here: finds every run finished) and gives the same results.
     assert harness.main(arms, argv, **kwargs) == results
     assert "Nothing to do" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_failure_prefix_vs_grpo_smoke(tiny_policy, tmp_path):
+    import failure_prefix_vs_grpo
+
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    results = failure_prefix_vs_grpo.main([
+        "--smoke", f"--start={tiny_policy}", f"--out={out}", f"--runs={runs}",
+        "--config.eval.max_problems=4"])
+    assert set(results) == {"grpo", "failure_prefix", "failure_prefix_refresh"}
+    text = (out / "results.md").read_text()
+    assert "| grpo | 1 |" in text and "| failure_prefix_refresh seed 0 | 2 |" in text
+    assert (out / "curves.png").stat().st_size > 0
+    # The refresh arm mined twice, the others as their arm says.
+    lines = {arm: harness.read_lines(str(runs / arm / "seed0")) for arm in results}
+    mining = {arm: [m.get("failure_prefix/mining") for m in rows if "loss" in m]
+              for arm, rows in lines.items()}
+    assert mining == {"grpo": [None, None], "failure_prefix": [1, 0],
+                      "failure_prefix_refresh": [1, 1]}
