@@ -113,13 +113,14 @@ class FailurePrefix(Method):
                                                                (i + 1) * s.probe_samples]]))
                       for i in range(len(candidates))]
 
+        per_problem: dict[str, list[int]] = {}   # record id -> its candidates' indices
+        for i, (record, _, _) in enumerate(candidates):
+            per_problem.setdefault(record.id, []).append(i)
         chosen: list[MinedPrefix] = []
-        for record in saturated:
-            mine = [i for i, (r, _, _) in enumerate(candidates) if r.id == record.id]
-            if mine:
-                best = mine[mining.closest_to_tau([accuracies[i] for i in mine], s.tau)]
-                _, fraction, prefix = candidates[best]
-                chosen.append(MinedPrefix(record, prefix, fraction, accuracies[best]))
+        for indices in per_problem.values():
+            best = indices[mining.closest_to_tau([accuracies[i] for i in indices], s.tau)]
+            record, fraction, prefix = candidates[best]
+            chosen.append(MinedPrefix(record, prefix, fraction, accuracies[best]))
 
         m = {"pool_problems": len(pool), "saturated_problems": len(saturated),
              "saturated_share": len(saturated) / len(pool) if pool else 0.0,
