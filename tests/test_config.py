@@ -2,7 +2,7 @@
 
 import pytest
 
-from configs import exgrpo, grpo
+from configs import exgrpo, grpo, lte
 from rl_reason.config_check import ConfigError, check
 
 
@@ -10,6 +10,14 @@ from rl_reason.config_check import ConfigError, check
                                      "qwen3_4b", "tiny,dapo"])
 def test_grpo_variants_are_valid(variant):
     check(grpo.get_config(variant), num_devices=8)
+
+
+@pytest.mark.parametrize("variant", ["", "tiny", "qwen25_math_1p5b", "qwen3_4b",
+                                     "tiny,no_cap,no_concise"] + list(lte.VARIANTS))
+def test_lte_variants_are_valid(variant):
+    c = lte.get_config(variant)
+    assert c.method_name == "lte"
+    check(c, num_devices=8)
 
 
 def test_exgrpo_config_says_it_runs_grpo():

@@ -2,9 +2,11 @@
 
 from rl_reason.methods.base import Method, Request, Row, Sample, StepContext
 from rl_reason.methods.grpo import GRPO
+from rl_reason.methods.lte import LTE
 
 METHODS: dict[str, type[Method]] = {
     GRPO.name: GRPO,
+    LTE.name: LTE,
 }
 
 
