@@ -1,4 +1,4 @@
-"""ExGRPO (METHODS.md section 5): replay of past successes, bucketed by difficulty.
+"""ExGRPO (docs/methods.md, "ExGRPO"): replay of past successes, bucketed by difficulty.
 
     python -m rl_reason.main --config=configs/exgrpo.py
 

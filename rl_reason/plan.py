@@ -9,7 +9,9 @@ prints what each chip holds: parameters, gradients, optimizer moments, the froze
 reference (when KL is on) and the sampler's KV cache for one call of
 `rollout.max_sample_batch` rows. Activations of the update are not counted (they
 depend on remat and the minibatch size); the headroom left for them is printed.
-Nothing is allocated, so a 70B plan runs on a laptop.
+Nothing is allocated, so a 70B plan runs on a laptop. Exit status: 0 when the plan
+fits, 1 when it does not, 2 for a user error such as a mesh that does not match the
+device count (one line `error: ...`, rl_reason/errors.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import jax.numpy as jnp
 from jax.sharding import AbstractMesh, AxisType
 
 from rl_reason import sharding, train_step
+from rl_reason.config_check import ConfigError
+from rl_reason.errors import exit_on_user_error
 from rl_reason.models.config import ModelConfig
 
 GIB = 2 ** 30
@@ -61,8 +65,8 @@ def abstract_mesh(config, num_devices: int) -> AbstractMesh:
     if -1 in sizes:
         sizes[sizes.index(-1)] = num_devices // known
     if math.prod(sizes) != num_devices:
-        raise ValueError(f"mesh data={config.mesh.data}, fsdp={config.mesh.fsdp}, "
-                         f"tensor={config.mesh.tensor} does not fit {num_devices} devices")
+        raise ConfigError(f"mesh data={config.mesh.data}, fsdp={config.mesh.fsdp}, "
+                          f"tensor={config.mesh.tensor} does not fit {num_devices} devices")
     return AbstractMesh(tuple(sizes), sharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 
@@ -114,6 +118,7 @@ def plan(config, model_config: ModelConfig, num_devices: int, hbm_gib: float) ->
     return Plan(dict(mesh.shape), sizes, replicated, hbm_gib * GIB)
 
 
+@exit_on_user_error
 def main(argv=None) -> None:
     import os
     import sys

@@ -27,3 +27,50 @@ def test_grpo_variants_sweep_writes_results(tiny_policy, tmp_path, capsys):
 def test_unknown_flag_is_rejected(capsys):
     with pytest.raises(SystemExit):
         grpo_variants.main(["--learning_rate=3"])
+
+
+import harness  # noqa: E402
+
+
+def test_mean_and_standard_error():
+    mean, se = harness.mean_se([0.2, 0.4, 0.6])
+    assert mean == pytest.approx(0.4) and se == pytest.approx(0.2 / 3 ** 0.5)
+    assert harness.mean_se([0.5]) == (0.5, 0.0)
+
+
+def test_results_table_lists_arms_then_runs():
+    table = harness.results_table({"a": {0: {"eval/x": 0.5}, 1: {"eval/x": 0.7}},
+                                   "b": {0: {}}}, ["eval/x"])
+    assert "| a | 2 | 0.600 ± 0.100 |" in table
+    assert "| b | 1 | n/a |" in table and "| a seed 1 | 0.700 |" in table
+
+
+def test_cli_overrides_keep_the_config_types():
+    from configs import grpo
+    c = grpo.get_config("")
+    c.unlock()
+    harness.set_key(c, "rollout.group_size", "4", parse=True)
+    harness.set_key(c, "loss.norm_by_std", "false", parse=True)
+    harness.set_key(c, "eval.ks", "[1, 2]", parse=True)
+    assert (c.rollout.group_size, c.loss.norm_by_std, tuple(c.eval.ks)) == (4, False, (1, 2))
+    with pytest.raises(KeyError, match="rollout.group_sise"):
+        harness.set_key(c, "rollout.group_sise", 3)
+
+
+@pytest.mark.slow
+def test_harness_smoke_sweep_writes_results_and_resumes(tiny_policy, tmp_path, capsys):
+    arms = [harness.Arm("grpo", "grpo"),
+            harness.Arm("drgrpo", "grpo", variant="drgrpo",
+                        overrides=(("loss.entropy_coef", 0.01),))]
+    argv = ["--smoke", f"--start={tiny_policy}", f"--out={tmp_path / 'out'}",
+            f"--runs={tmp_path / 'runs'}", "--config.eval.max_problems=4"]
+    kwargs = dict(name="smoke", report=("eval/greedy_accuracy", "reward_mean"),
+                  curves=("reward_mean", "eval/greedy_accuracy"), default_budget=1000)
+    results = harness.main(arms, argv, **kwargs)
+    assert set(results) == {"grpo", "drgrpo"} and set(results["grpo"]) == {0}
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "| grpo | 1 |" in text and "| drgrpo seed 0 |" in text
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+    # Re-running continues (here: finds every run finished) and gives the same results.
+    assert harness.main(arms, argv, **kwargs) == results
+    assert "Nothing to do" in capsys.readouterr().out

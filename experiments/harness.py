@@ -1,0 +1,270 @@
+"""The protocol every method experiment shares: arms x seeds, one start, one budget.
+
+    arms = [Arm("grpo", "grpo"), Arm("exgrpo", "exgrpo"),
+            Arm("exgrpo_no_shaping", "exgrpo", variant="no_shaping")]
+    harness.main(arms, argv, name="exgrpo_vs_grpo", report=("eval/greedy_accuracy", ...))
+
+Each (arm, seed) is an ordinary training run of `configs/<config>.py[:variant]` in
+its own workdir (RUNS/<arm>/seed<seed>), started from one shared checkpoint
+(`--start`: the embedded base policy by default, or any Hugging Face folder) and
+stopped at one generated-token budget (`--budget`, every sampler call counted:
+rollouts, hints, retries, replays' fresh samples, mining). The trainer resumes a
+stopped run and skips a finished one, so re-running the command continues a sweep
+where it stopped.
+
+Outputs in OUT (committed with the project; workdirs live under RUNS, which is not):
+    results.md      per-arm mean +- standard error over seeds of each reported final
+                    metric, then every run's values
+    results.json    the same numbers, and each run's final metrics
+    curves.png      per-arm mean (+- SE band) over seeds against generated tokens
+
+`--smoke` runs each arm for two steps with the `tiny` variant and one seed (CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import math
+import os
+import sys
+from typing import Any, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+from rl_reason import plot  # noqa: E402
+
+TOKENS = "budget/generated_tokens"
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One arm: a config file (configs/<config>.py), a variant, and overrides
+    (dotted key -> value) applied on top."""
+
+    name: str
+    config: str
+    variant: str = ""
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+def parse_value(current, raw: str):
+    """A command-line string as the type of the config value it replaces."""
+    if isinstance(current, bool):
+        if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
+            raise ValueError(f"{raw!r} is not a boolean")
+        return raw.lower() in ("1", "true", "yes")
+    if isinstance(current, (int, float, str)):
+        return type(current)(raw)
+    return json.loads(raw)
+
+
+def set_key(config, dotted: str, value, *, parse: bool = False) -> None:
+    """config[dotted] = value; parse=True reads a command-line string as the type of
+    the value it replaces."""
+    *sections, name = dotted.split(".")
+    node = config
+    for s in sections:
+        node = node[s]
+    if name not in node:
+        raise KeyError(f"unknown config key {dotted!r}")
+    node[name] = parse_value(node[name], value) if parse else value
+
+
+def build_config(arm: Arm, *, seed: int, start: str, budget: int, max_steps: int,
+                 smoke: bool, overrides: Sequence[tuple[str, str]]):
+    module = importlib.import_module(f"configs.{arm.config}")
+    variant = ",".join(filter(None, [arm.variant, "tiny" if smoke else ""]))
+    config = module.get_config(variant)
+    config.unlock()
+    config.seed = seed
+    config.model.checkpoint = start
+    for key, value in arm.overrides:
+        set_key(config, key, value)
+    if smoke:
+        config.train.update(num_steps=2, eval_every=0, export_hf=False)
+        config.verifier.num_workers = 1
+    else:
+        config.train.num_steps = max_steps
+        config.train.max_generated_tokens = budget
+    for key, raw in overrides:
+        set_key(config, key, raw, parse=True)
+    config.lock()
+    return config
+
+
+def read_lines(workdir: str) -> list[dict]:
+    with open(os.path.join(workdir, plot.METRICS_FILE)) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def final_metrics(workdir: str, keys: Sequence[str]) -> dict[str, float]:
+    """The last logged value of each key (the final evaluation for eval/ keys)."""
+    found: dict[str, float] = {}
+    for line in read_lines(workdir):
+        for key in keys:
+            if line.get(key) is not None:
+                found[key] = float(line[key])
+    return found
+
+
+def curve(workdir: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(generated tokens, value) of a metric over a run; the step-0 evaluation is at 0."""
+    xs, ys, tokens = [], [], 0.0
+    for line in read_lines(workdir):
+        tokens = float(line.get(TOKENS, tokens))
+        if line.get(key) is not None:
+            xs.append(tokens)
+            ys.append(float(line[key]))
+    return np.array(xs), np.array(ys)
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and its standard error (sample sd / sqrt(n); 0 for one value)."""
+    v = np.asarray(values, np.float64)
+    if v.size == 0:
+        return math.nan, math.nan
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+    return float(v.mean()), se
+
+
+def results_table(results: dict[str, dict[int, dict[str, float]]], keys: Sequence[str]) -> str:
+    """Markdown: one row per arm (mean +- SE over seeds), then one row per run."""
+    short = [k.removeprefix("eval/") for k in keys]
+    lines = ["| arm | seeds | " + " | ".join(short) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    for arm, runs in results.items():
+        cells = []
+        for key in keys:
+            mean, se = mean_se([m[key] for m in runs.values() if key in m])
+            cells.append("n/a" if math.isnan(mean) else f"{mean:.3f} ± {se:.3f}")
+        lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
+    lines += ["", "| run | " + " | ".join(short) + " |", "|---|" + "---|" * len(keys)]
+    for arm, runs in results.items():
+        for seed, m in runs.items():
+            cells = [f"{m[k]:.3f}" if k in m else "n/a" for k in keys]
+            lines.append(f"| {arm} seed {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(workdirs: dict[str, list[str]], keys: Sequence[str], out: str) -> None:
+    """One panel per metric; per arm the mean over seeds (interpolated on a common
+    token grid) with a +-SE band."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    figure = Figure(figsize=(5 * cols, 3.4 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, cols, squeeze=False).ravel()
+    for ax, key in zip(axes, keys):
+        for arm, dirs in workdirs.items():
+            series = [curve(d, key) for d in dirs]
+            series = [(x, y) for x, y in series if len(x)]
+            if not series:
+                continue
+            end = min(x[-1] for x, _ in series)
+            grid = np.linspace(min(x[0] for x, _ in series), end, 50) if end > 0 else \
+                np.array([0.0])
+            values = np.array([np.interp(grid, x, y) for x, y in series])
+            mean = values.mean(axis=0)
+            line, = ax.plot(grid, mean, label=arm)
+            if len(series) > 1:
+                se = values.std(axis=0, ddof=1) / math.sqrt(len(series))
+                ax.fill_between(grid, mean - se, mean + se, color=line.get_color(), alpha=0.2)
+        ax.set_title(key)
+        ax.set_xlabel("generated tokens")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if labels:
+        figure.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4))
+    figure.savefig(out, dpi=110)
+
+
+def parse_args(argv, name: str, default_budget: int, default_seeds: str):
+    parser = argparse.ArgumentParser(description=f"Experiment {name}: arms x seeds from one "
+                                     "start checkpoint at one generated-token budget.")
+    parser.add_argument("--seeds", default=default_seeds, help="comma-separated seeds")
+    parser.add_argument("--arms", default="", help="comma-separated subset of the arms")
+    parser.add_argument("--budget", type=int, default=default_budget,
+                        help="generated tokens per run (train.max_generated_tokens)")
+    parser.add_argument("--max_steps", type=int, default=1000,
+                        help="upper bound on steps (the budget normally ends a run first)")
+    parser.add_argument("--start", default="",
+                        help="start checkpoint (a Hugging Face folder); default: the embedded "
+                        "base policy")
+    parser.add_argument("--out", default=os.path.join(ROOT, "experiments", "results", name),
+                        help="where results.md, results.json and curves.png go")
+    parser.add_argument("--runs", default=os.path.join(ROOT, "runs", name),
+                        help="where the run workdirs go")
+    parser.add_argument("--smoke", action="store_true",
+                        help="two steps of each arm with the tiny variant, one seed (CI)")
+    args, rest = parser.parse_known_args(argv)
+    overrides = []
+    for flag in rest:
+        if not flag.startswith("--config.") or "=" not in flag:
+            parser.error(f"unknown argument {flag!r} (only --config.key=value is passed on)")
+        key, raw = flag[len("--config."):].split("=", 1)
+        overrides.append((key, raw))
+    if args.smoke:
+        args.seeds = args.seeds.split(",")[0]
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if not args.seeds:
+        parser.error("--seeds is empty")
+    if args.budget < 1 and not args.smoke:
+        parser.error("--budget must be >= 1 generated tokens")
+    return args, overrides
+
+
+def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
+         report: Sequence[str], curves: Sequence[str], default_budget: int,
+         default_seeds: str = "0,1,2") -> dict:
+    """Runs (or resumes) the sweep, then writes and prints the results. Returns
+    {arm: {seed: final metrics}}."""
+    from rl_reason import pretrain, train
+
+    args, overrides = parse_args(argv, name, default_budget, default_seeds)
+    chosen = [a for a in arms if not args.arms or a.name in args.arms.split(",")]
+    unknown = set(filter(None, args.arms.split(","))) - {a.name for a in arms}
+    if unknown or not chosen:
+        raise SystemExit(f"unknown arms {sorted(unknown)}; arms are {[a.name for a in arms]}")
+    start = args.start or pretrain.ensure_base_policy()
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    workdirs: dict[str, list[str]] = {}
+    for arm in chosen:
+        for seed in args.seeds:
+            workdir = os.path.join(args.runs, arm.name, f"seed{seed}")
+            print(f"=== {name}: {arm.name}, seed {seed} -> {workdir}", flush=True)
+            config = build_config(arm, seed=seed, start=start, budget=args.budget,
+                                  max_steps=args.max_steps, smoke=args.smoke,
+                                  overrides=overrides)
+            train.run(config, workdir)
+            results.setdefault(arm.name, {})[seed] = final_metrics(workdir, report)
+            workdirs.setdefault(arm.name, []).append(workdir)
+
+    os.makedirs(args.out, exist_ok=True)
+    text = (f"# {name}\n\nStart: `{start}`; budget {args.budget} generated tokens per run"
+            f"{' (smoke)' if args.smoke else ''}; seeds {args.seeds}. Mean ± standard error "
+            f"over seeds of the final held-out evaluation.\n\n"
+            + results_table(results, report) + "\n")
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"name": name, "start": start, "budget": args.budget, "seeds": args.seeds,
+                   "smoke": args.smoke, "results": results}, f, indent=2)
+    plot_curves(workdirs, curves, os.path.join(args.out, "curves.png"))
+    print(text)
+    print(f"Wrote {args.out}/results.md, results.json and curves.png", flush=True)
+    return results
