@@ -462,23 +462,24 @@ def test_lte_run_end_to_end(tiny_policy, tokenizer, tmp_path, monkeypatch):
     responses): the counts of each step follow from the script; the hint reaches no
     training row and no evaluation prompt; w's numerator and denominator are the ones
     the docs say."""
-    from rl_reason import evaluate
+    from rl_reason.evaluation.session import EvalSession
 
     monkeypatch.setitem(METHODS, "lte", RecordingLTE)
     RecordingLTE.log = []
     monkeypatch.setattr(run_setup, "make_verifier", lambda cfg: ScriptedVerifier())
     # Half the vocabulary stops a response: almost none runs out of its 16 tokens.
     vocab = len(tokenizer)
-    monkeypatch.setattr(run_setup, "stop_token_ids",
+    monkeypatch.setattr(train.models, "stop_token_ids",
                         lambda tok, cfg: tuple(range(1, vocab // 2)))
     eval_prompts = []
-    real_generate = evaluate._generate
+    real_generate = EvalSession.generate
 
-    def recording_generate(model, prompts, *args, **kwargs):
-        eval_prompts.extend(prompts)
-        return real_generate(model, prompts, *args, **kwargs)
+    def recording_generate(session, prompts, **kwargs):
+        assert kwargs.get("prefixes") is None
+        eval_prompts.extend(map(list, prompts))
+        return real_generate(session, prompts, **kwargs)
 
-    monkeypatch.setattr(evaluate, "_generate", recording_generate)
+    monkeypatch.setattr(EvalSession, "generate", recording_generate)
     workdir = str(tmp_path / "lte")
     train.run(e2e_config(tiny_policy), workdir)
 
@@ -519,7 +520,7 @@ def test_lte_run_end_to_end(tiny_policy, tokenizer, tmp_path, monkeypatch):
             assert any(tuple(row.tokens[:len(p)]) == p for p in plain_contexts)
 
     # Evaluation saw only plain prompts: before training and after.
-    records = run_setup.make_data(e2e_config(tiny_policy))[1][:4]
+    records = run_setup.held_out_records(e2e_config(tiny_policy))
     plain = [plain_ids(tokenizer, r) for r in records]
-    assert eval_prompts and all(p in plain for p in eval_prompts)
+    assert {tuple(p) for p in eval_prompts} == {tuple(p) for p in plain}
     assert not any("Hint" in tokenizer.decode(p) for p in eval_prompts)
