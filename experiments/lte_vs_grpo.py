@@ -48,6 +48,7 @@ CURVES = ("none_pass_fraction", "reward_mean", "eval/greedy_accuracy", "eval/pas
           "eval/pass@8", "lte/extra_success_rate")
 NONE_PASS = "none_pass_fraction"
 QUARTERS = 4
+BUDGET, SEEDS = 500_000, "0,1,2"
 
 
 def none_pass_by_quarter(workdir: str, budget: float) -> list[float]:
@@ -77,8 +78,8 @@ def none_pass_table(runs: str, arms: dict, budget: float) -> str:
 
 def main(argv=None) -> dict:
     results = harness.main(ARMS, argv, name=NAME, report=REPORT, curves=CURVES,
-                           default_budget=500_000)
-    args, _ = harness.parse_args(argv, NAME, 500_000, "0,1,2")
+                           default_budget=BUDGET, default_seeds=SEEDS)
+    args, _ = harness.parse_args(argv, NAME, BUDGET, SEEDS)
     # A smoke run has no budget: its two steps fill the quarters by their own tokens.
     budget = args.budget
     if args.smoke:
