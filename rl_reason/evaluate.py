@@ -58,6 +58,7 @@ from typing import Sequence
 import jax
 
 from rl_reason import models, run_setup, verifiers
+from rl_reason.errors import MissingPathError, UnwritablePathError
 from rl_reason.data import sources, synthetic
 from rl_reason.evaluation import attempts, misleading_prefix, plain
 from rl_reason.evaluation.session import EvalSession
@@ -132,7 +133,7 @@ def resolve_checkpoint(path: str) -> str:
     for candidate in (path, os.path.join(path, "hf")):
         if os.path.isfile(os.path.join(candidate, "config.json")):
             return candidate
-    raise FileNotFoundError(f"--checkpoint={path}: no config.json there or in its hf/ folder "
+    raise MissingPathError(f"--checkpoint={path}: no config.json there or in its hf/ folder "
                             "(expected a Hugging Face checkpoint or a training workdir)")
 
 
@@ -149,7 +150,7 @@ def _check_writable(out_dir: str) -> None:
             pass
         os.remove(probe)
     except OSError as error:
-        raise OSError(f"--out={out_dir} is not writable: {error}") from error
+        raise UnwritablePathError(f"--out={out_dir} is not writable: {error}") from error
 
 
 # Table columns in this order, with their headers (a "@" metric gets its k appended).
