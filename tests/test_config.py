@@ -2,7 +2,7 @@
 
 import pytest
 
-from configs import exgrpo, failure_prefix, grpo
+from configs import exgrpo, failure_prefix, grpo, lte
 from rl_reason.config_check import ConfigError, check
 
 
@@ -33,6 +33,14 @@ def test_embedded_eval_levels_choose_the_held_out_levels():
     c.data.embedded_eval_levels = (9,)
     with pytest.raises(ConfigError, match=r"data.embedded_eval_levels=\(9,\)"):
         check(c, num_devices=1)
+
+
+@pytest.mark.parametrize("variant", ["", "tiny", "qwen25_math_1p5b", "qwen3_4b",
+                                     "tiny,no_cap,no_concise"] + list(lte.VARIANTS))
+def test_lte_variants_are_valid(variant):
+    c = lte.get_config(variant)
+    assert c.method_name == "lte"
+    check(c, num_devices=8)
 
 
 def test_exgrpo_config_says_it_runs_grpo():
