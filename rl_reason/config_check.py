@@ -32,9 +32,8 @@ def check(c, num_devices: int | None = None) -> None:
     _require(c.method_name in METHODS,
              f"method_name={c.method_name!r}: known methods are {sorted(METHODS)}")
     # A method with typed settings (`Settings.from_config`) checks its `method` block.
-    settings = getattr(METHODS[c.method_name], "Settings", None)
-    if settings is not None:
-        settings.from_config(c)
+    if METHODS[c.method_name].Settings is not None:
+        METHODS[c.method_name].Settings.from_config(c)
     _require(c.model.dtype in DTYPES, f"model.dtype={c.model.dtype!r}: one of {DTYPES}")
     _require(c.model.param_dtype in DTYPES,
              f"model.param_dtype={c.model.param_dtype!r}: one of {DTYPES}")
@@ -84,10 +83,6 @@ def check(c, num_devices: int | None = None) -> None:
     _require(0 <= l.overlong_buffer < r.max_new_tokens,
              f"loss.overlong_buffer={l.overlong_buffer} must be in [0, rollout.max_new_tokens)")
     _require(l.max_refill_rounds >= 0, "loss.max_refill_rounds must be >= 0")
-
-    if c.method_name == "lte":
-        from rl_reason.methods.lte import LTESettings
-        LTESettings.from_config(c)
 
     o = c.optim
     _require(o.learning_rate > 0, "optim.learning_rate must be > 0")

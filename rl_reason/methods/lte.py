@@ -162,6 +162,7 @@ def groups_of(samples: Sequence[Sample]) -> dict[str, list[Sample]]:
 
 class LTE(Method):
     name = "lte"
+    Settings = LTESettings
 
     def __init__(self, config, tokenizer):
         super().__init__(config, tokenizer)
