@@ -31,6 +31,9 @@ def check(c, num_devices: int | None = None) -> None:
 
     _require(c.method_name in METHODS,
              f"method_name={c.method_name!r}: known methods are {sorted(METHODS)}")
+    # A method with typed settings (`Settings.from_config`) checks its `method` block.
+    if METHODS[c.method_name].Settings is not None:
+        METHODS[c.method_name].Settings.from_config(c)
     _require(c.model.dtype in DTYPES, f"model.dtype={c.model.dtype!r}: one of {DTYPES}")
     _require(c.model.param_dtype in DTYPES,
              f"model.param_dtype={c.model.param_dtype!r}: one of {DTYPES}")
@@ -40,14 +43,14 @@ def check(c, num_devices: int | None = None) -> None:
     _require(c.verifier.timeout_s > 0, "verifier.timeout_s must be > 0")
     _require(c.verifier.num_workers >= 1, "verifier.num_workers must be >= 1")
 
-    if c.method_name == "multi_attempt":
-        from rl_reason.methods.multi_attempt import MultiAttemptSettings
-        MultiAttemptSettings.from_config(c)
-
     from rl_reason.data.synthetic import LEVELS
     levels = tuple(c.data.embedded_levels)
     _require(bool(levels) and all(level in LEVELS for level in levels),
              f"data.embedded_levels={levels}: a non-empty subset of {sorted(LEVELS)}")
+    eval_levels = tuple(c.data.embedded_eval_levels)
+    _require(all(level in LEVELS for level in eval_levels),
+             f"data.embedded_eval_levels={eval_levels}: a subset of {sorted(LEVELS)} "
+             "(empty: data.embedded_levels)")
 
     _require(c.data.when_exhausted in WHEN_EXHAUSTED,
              f"data.when_exhausted={c.data.when_exhausted!r}: one of {WHEN_EXHAUSTED}")

@@ -1,11 +1,15 @@
 """Training methods, by the name a config gives in `method_name`."""
 
 from rl_reason.methods.base import Method, Request, Row, Sample, StepContext
+from rl_reason.methods.failure_prefix import FailurePrefix
 from rl_reason.methods.grpo import GRPO
+from rl_reason.methods.lte import LTE
 from rl_reason.methods.multi_attempt import MultiAttempt
 
 METHODS: dict[str, type[Method]] = {
     GRPO.name: GRPO,
+    FailurePrefix.name: FailurePrefix,
+    LTE.name: LTE,
     MultiAttempt.name: MultiAttempt,
 }
 

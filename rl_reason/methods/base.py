@@ -167,6 +167,10 @@ class Method:
     name = "base"
     # Upper bound on rollout rounds per step, so a buggy follow_up cannot loop forever.
     max_rollout_rounds = 16
+    # The method's typed knobs: a class whose `from_config(config)` parses and checks
+    # `config.method` (raising config_check.ConfigError); the config check calls it
+    # before any compute. None: the method has no `method` keys.
+    Settings = None
 
     def __init__(self, config, tokenizer):
         self.config = config

@@ -103,6 +103,7 @@ def episode_reward(episode: Episode, s: MultiAttemptSettings) -> float:
 
 class MultiAttempt(Method):
     name = "multi_attempt"
+    Settings = MultiAttemptSettings
 
     def __init__(self, config, tokenizer):
         super().__init__(config, tokenizer)
