@@ -5,12 +5,14 @@ from rl_reason.methods.failure_prefix import FailurePrefix
 from rl_reason.methods.grpo import GRPO
 from rl_reason.methods.lte import LTE
 from rl_reason.methods.multi_attempt import MultiAttempt
+from rl_reason.methods.r3l import R3L
 
 METHODS: dict[str, type[Method]] = {
     GRPO.name: GRPO,
     FailurePrefix.name: FailurePrefix,
     LTE.name: LTE,
     MultiAttempt.name: MultiAttempt,
+    R3L.name: R3L,
 }
 
 
