@@ -133,3 +133,40 @@ def test_eval_modes_config_matches_the_evaluator():
     assert (settings.attempts, settings.attempt_feedback, settings.attempt_temperature,
             settings.misleading_prefix, settings.prefix_fraction, settings.prefix_samples) == (
         3, "verifier", 0.4, True, 0.25, 16)
+
+
+@pytest.mark.parametrize("variant", ["", "tiny", "no_reflect_retry", "no_pivotal_credit",
+                                     "no_amplification", "restart", "grpo_feedback",
+                                     "qwen25_math_1p5b", "qwen3_4b", "tiny,no_amplification",
+                                     "qwen25_math_1p5b,restart"])
+def test_r3l_variants_are_valid(variant):
+    from configs import r3l
+
+    c = r3l.get_config(variant)
+    check(c, num_devices=8)
+    # Success within 3 attempts with verifier feedback at temperature 0.4, as the paper.
+    assert c.method_name == "r3l" and c.eval.attempts == 3
+    assert c.eval.attempt_feedback == "verifier" and c.eval.attempt_temperature == 0.4
+
+
+def test_r3l_variants_set_their_switches():
+    from configs import r3l
+
+    default = r3l.get_config("")
+    assert default.method.reflect_retry and default.method.pivotal_credit
+    assert default.method.amplification and default.method.retry_mode == "replay"
+    assert (default.loss.kl_coef, default.loss.kl_estimator) == (0.001, "k2")
+    assert not r3l.get_config("no_reflect_retry").method.reflect_retry
+    assert not r3l.get_config("no_pivotal_credit").method.pivotal_credit
+    assert not r3l.get_config("no_amplification").method.amplification
+    assert r3l.get_config("restart").method.retry_mode == "restart"
+    feedback = r3l.get_config("grpo_feedback")
+    assert (feedback.method.reflect_retry, feedback.method.objective) == (False, "grpo")
+    assert feedback.loss.kl_coef == 0.0 and feedback.name == "r3l_grpo_feedback"
+    real = r3l.get_config("qwen25_math_1p5b")
+    assert real.rollout.max_new_tokens == 3072 and real.method.reflection_max_new_tokens == 1024
+    assert real.optim.learning_rate == 1e-6 and real.eval.max_problems == 0
+    with pytest.raises(ValueError, match="r3l also has no_reflect_retry"):
+        r3l.get_config("nope")
+    with pytest.raises(ConfigError, match="dynamic_sampling"):
+        check(r3l.get_config("dapo"), num_devices=1)

@@ -142,3 +142,29 @@ def test_lte_vs_grpo_smoke_writes_results_and_none_pass_table(tiny_policy, tmp_p
     # The control really is the LTE method without the hint.
     config = json.loads((runs / "grpo_extra_rollouts" / "seed0" / "config.json").read_text())
     assert config["method_name"] == "lte" and config["method"]["extra_prompt"] == "plain"
+
+
+@pytest.mark.slow
+def test_r3l_vs_grpo_smoke_runs_every_arm(tiny_policy, tmp_path):
+    import r3l_vs_grpo
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    results = r3l_vs_grpo.main(["--smoke", f"--start={tiny_policy}", f"--out={out}",
+                                f"--runs={runs}", "--config.eval.max_problems=2"])
+    arms = ["grpo", "grpo_feedback", "r3l", "r3l_no_reflect_retry", "r3l_no_pivotal_credit",
+            "r3l_no_amplification"]
+    assert list(results) == arms
+    text = (out / "results.md").read_text()
+    assert "| r3l_no_amplification seed 0 |" in text and "attempts@3" in text
+    assert "Training problems solved" in text and "| grpo_feedback | 1 |" in text
+    # Every arm is evaluated alike: 3 attempts with verifier feedback at 0.4.
+    for arm in arms:
+        with open(runs / arm / "seed0" / "config.json") as f:
+            config = json.load(f)
+        assert (config["eval"]["attempts"], config["eval"]["attempt_feedback"],
+                config["eval"]["attempt_temperature"]) == (3, "verifier", 0.4)
+    with open(runs / "grpo_feedback" / "seed0" / "config.json") as f:
+        config = json.load(f)
+    assert config["method_name"] == "r3l" and config["method"]["objective"] == "grpo"
+    assert not config["method"]["reflect_retry"]
+    summary = json.loads((out / "results.json").read_text())
+    assert set(summary["training_solved"]) == set(arms)
