@@ -74,6 +74,10 @@ def check(c, num_devices: int | None = None) -> None:
              f"loss.overlong_buffer={l.overlong_buffer} must be in [0, rollout.max_new_tokens)")
     _require(l.max_refill_rounds >= 0, "loss.max_refill_rounds must be >= 0")
 
+    if c.method_name == "exgrpo":
+        from rl_reason.methods.exgrpo import Settings as ExGRPOSettings
+        ExGRPOSettings.from_config(c)
+
     o = c.optim
     _require(o.learning_rate > 0, "optim.learning_rate must be > 0")
     _require(o.warmup_steps >= 0, "optim.warmup_steps must be >= 0")

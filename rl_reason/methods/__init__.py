@@ -1,10 +1,12 @@
 """Training methods, by the name a config gives in `method_name`."""
 
 from rl_reason.methods.base import Method, Request, Row, Sample, StepContext
+from rl_reason.methods.exgrpo import ExGRPO
 from rl_reason.methods.grpo import GRPO
 
 METHODS: dict[str, type[Method]] = {
     GRPO.name: GRPO,
+    ExGRPO.name: ExGRPO,
 }
 
 

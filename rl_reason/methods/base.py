@@ -161,6 +161,10 @@ class Method:
     name = "base"
     # Upper bound on rollout rounds per step, so a buggy follow_up cannot loop forever.
     max_rollout_rounds = 16
+    # Config keys (dotted) besides method_name whose change makes a checkpoint's method
+    # state meaningless: resuming a workdir with another value is an error, not a note
+    # (rl_reason/run_setup.py prepare_workdir).
+    identity_keys: tuple[str, ...] = ()
 
     def __init__(self, config, tokenizer):
         self.config = config
@@ -206,6 +210,12 @@ class Method:
         if state:
             raise ValueError(f"method {self.name!r} keeps no state but the checkpoint has "
                              f"method state with keys {sorted(state)}")
+
+    @classmethod
+    def host_memory(cls, config) -> dict[str, tuple[float, str]]:
+        """Host memory the method's state may reach in a run of `config`, per process:
+        name -> (bytes, the assumption behind the estimate). Printed by rl_reason.plan."""
+        return {}
 
 
 def loss_config_from(config, **overrides) -> LossConfig:
