@@ -48,6 +48,8 @@ def test_exgrpo_real_model_variants_use_the_released_settings():
         assert c.rollout.group_size == 8 and c.optim.learning_rate == 1e-6
         assert c.optim.warmup_steps == 0 and c.optim.weight_decay == 0.01
         assert c.optim.num_minibatches >= 2 and c.verifier.name == "math"
+        assert c.method.mixing_threshold == 0.35
+    assert exgrpo.get_config("").method.mixing_threshold == 0.15   # embedded: see docstring
     with pytest.raises(ValueError, match="unknown config variant 'dapo'"):
         exgrpo.get_config("dapo")
 

@@ -30,7 +30,7 @@ def metric_lines(workdir):
         lines = [json.loads(line) for line in f]
     # Timings differ between runs; everything else must not.
     return [{k: v for k, v in m.items() if not (k.startswith("time/") or k in (
-        "tokens_per_s", "eval/seconds"))} for m in lines if "loss" in m]
+        "tokens_per_s", "eval/seconds", "wall_time"))} for m in lines if "loss" in m]
 
 
 def method_state(workdir, step):
