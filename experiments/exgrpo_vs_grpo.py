@@ -31,9 +31,10 @@ import harness  # noqa: E402
 
 from configs import exgrpo  # noqa: E402
 
+# GRPO on ExGRPO's task levels (the same as GRPO's own today; kept equal by this).
+LEVELS = tuple(exgrpo.get_config().data.embedded_levels)
 ARMS = [
-    harness.Arm("grpo", "grpo",
-                overrides=(("data.embedded_levels", tuple(exgrpo.get_config().data.embedded_levels)),)),
+    harness.Arm("grpo", "grpo", overrides=(("data.embedded_levels", LEVELS),)),
     harness.Arm("exgrpo", "exgrpo"),
     harness.Arm("exgrpo_no_shaping", "exgrpo", variant="no_shaping"),
 ]

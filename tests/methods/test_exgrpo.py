@@ -1,6 +1,7 @@
 """ExGRPO, mechanism by mechanism, on hand-worked cases; then end to end on the tiny
 policy (with a verifier that marks about half of all responses correct)."""
 
+import dataclasses
 import json
 import math
 import os
@@ -10,13 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from exgrpo_helpers import (FakeContext, HalfCorrectVerifier, group, record, request, sample,
-                            tiny_config)
+from exgrpo_helpers import FakeContext, HalfCorrectVerifier, group, record, sample, tiny_config
 from rl_reason import checkpoint, models, run_setup, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.methods import experience
-from rl_reason.methods.exgrpo import ExGRPO, Settings
-from rl_reason.methods.experience import ExperienceBuffer, Trajectory, text_key
+from rl_reason.methods.exgrpo import ExGRPO
+from rl_reason.methods.experience import Trajectory, text_key
 from rl_reason.rl import losses
 
 
@@ -277,10 +277,10 @@ def test_shaped_loss_by_hand(tokenizer):
     loss, _ = two_token_loss(clipped, **args)
     assert loss == pytest.approx((-0.5 * 1.2 - 0.5 * 0.964533) / 2, abs=1e-5)
     # Switches: the raw ratio (w = 2.718282, unclipped) and no correction (value 1).
-    ratio = dataclasses_replace(mixing, off_policy_weight="ratio")
+    ratio = dataclasses.replace(mixing, off_policy_weight="ratio")
     assert two_token_loss(ratio, **args)[0] == pytest.approx(
         (-0.5 * 1.648721 - 0.5 * 2.718282) / 2, abs=1e-5)
-    none = dataclasses_replace(mixing, off_policy_weight="none")
+    none = dataclasses.replace(mixing, off_policy_weight="none")
     assert two_token_loss(none, **args)[0] == pytest.approx(
         (-0.5 * 1.648721 - 0.5 * 1.0) / 2, abs=1e-5)
     # Gradient of the replayed token's term w.r.t. its log-prob: -A * f'(w) * w
@@ -290,11 +290,6 @@ def test_shaped_loss_by_hand(tokenizer):
         mixing, off_policy_BT=jnp.array([[False, True]]),
         behaviour_logp_BT=jnp.array([[0.0, -2.0]]))[0])(-1.0)
     assert float(grad) == pytest.approx(-0.5 * 0.1 * 2.718282 / 2.818282 ** 2 / 2, abs=1e-6)
-
-
-def dataclasses_replace(config, **changes):
-    import dataclasses
-    return dataclasses.replace(config, **changes)
 
 
 # ---------------------------------------------------------------------- after the step
@@ -417,6 +412,15 @@ def test_buffer_state_round_trips_exactly_through_a_checkpoint_encoding(tokenize
 def test_bad_method_settings_fail_before_compute(key, value, message):
     c = tiny_config(**{key: value})
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        check(c, num_devices=1)
+
+
+def test_a_config_without_the_method_block_is_named():
+    from configs import grpo
+    c = grpo.get_config("")
+    c.unlock()
+    c.method_name = "exgrpo"
+    with pytest.raises(ConfigError, match="missing .*'replay_ratio'"):
         check(c, num_devices=1)
 
 
