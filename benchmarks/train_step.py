@@ -46,7 +46,7 @@ def build_policy(path: str) -> models.ModelConfig:
                                              for r in records[:200]]
     tok = tokenizer_builder.build_tokenizer(corpus, path, vocab_size=512)
     config = models.get_preset("bench-19m", vocab_size=len(tok),
-                               eos_token_id=tokenizer_builder.stop_token_ids(tok),
+                               eos_token_id=models.stop_token_ids(tok),
                                pad_token_id=tok.pad_token_id)
     models.save(models.init(config, seed=0), path)
     return config

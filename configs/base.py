@@ -54,7 +54,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.rollout = ml_collections.ConfigDict(dict(
         prompts_per_step=16,      # B
         group_size=8,             # G
-        max_prompt_len=256,
+        max_prompt_len=256,       # longer training prompts are dropped at load (warned)
         max_new_tokens=96,
         temperature=1.0,
         top_p=1.0,
@@ -64,7 +64,8 @@ def get_base_config() -> ml_collections.ConfigDict:
         max_sample_batch=0,
     ))
 
-    # The policy loss (METHODS.md section 0/0b); methods may override defaults.
+    # The policy loss (docs/methods.md, "GRPO" and "Off-policy tokens"); methods may
+    # override defaults.
     c.loss = ml_collections.ConfigDict(dict(
         estimator="grpo",         # 'grpo' or 'rloo'
         norm_by_std=True,         # False = Dr.GRPO
@@ -103,7 +104,6 @@ def get_base_config() -> ml_collections.ConfigDict:
         # >0: also stop once this many tokens were generated in all (every sampler call
         # counts: rollouts, hints, retries, mining), so arms compare at equal budget.
         max_generated_tokens=0,
-        log_every=1,
         eval_every=0,             # 0 = only before the first and after the last step
         checkpoint_every=10,
         keep_checkpoints=3,
@@ -122,6 +122,16 @@ def get_base_config() -> ml_collections.ConfigDict:
         ks=(1, 4),
         max_new_tokens=0,         # 0 = rollout.max_new_tokens
         max_problems=0,           # 0 = all
+        # k attempts with feedback (rl_reason/evaluation/attempts.py): attempts@1..K.
+        attempts=0,               # K; 0 = off
+        attempt_feedback="multi_attempt",  # 'multi_attempt' or 'verifier' (R3L)
+        attempt_temperature=0.0,  # 0 = greedy; R3L evaluates at 0.4
+        # Continuation from a prefix of the policy's own wrong response
+        # (rl_reason/evaluation/misleading_prefix.py), mined at the first evaluation
+        # into WORKDIR/eval/misleading_prefixes.jsonl and reused by every later one.
+        misleading_prefix=False,
+        prefix_fraction=0.5,      # the prefix keeps this share of the wrong response's tokens
+        prefix_samples=8,         # samples per problem to find a wrong response in
     ))
 
     # Mesh axes; -1 fills with the remaining devices.

@@ -3,10 +3,10 @@
 Run (embedded task on CPU: base-policy warm-start on first use, then RL):
     python -m rl_reason.main --config=configs/exgrpo.py
 Expect: on-policy steps until a step's fresh accuracy exceeds method.mixing_threshold
-(0.2 here, see below), then mixing for good: half of each batch (rho 0.5) replays a stored success
-next to G - 1 fresh samples; `exgrpo/*` metrics (buffer size, buckets, retired,
-replay share, w) in metrics.jsonl; held-out accuracy before and after (measured
-figures: README, "ExGRPO").
+(0.15 here, see below), then mixing for good: half of each batch (rho 0.5) replays a
+stored success next to G - 1 fresh samples; `exgrpo/*` metrics (buffer size, buckets,
+retired, replay share, w) in metrics.jsonl; held-out accuracy before and after
+(measured figures: README, "ExGRPO").
 
 The embedded default trains on GRPO's task (levels 2-3 of the embedded task) and
 switches mixing on at a fresh accuracy of 0.15, not the paper's 0.35. At 64 new

@@ -1,4 +1,4 @@
-"""GRPO, the baseline (METHODS.md section 0), with the DAPO / Dr.GRPO switches.
+"""GRPO, the baseline (docs/methods.md, "GRPO"), with the DAPO / Dr.GRPO switches.
 
 Run (embedded task on CPU: base-policy warm-start on first use, then RL):
     python -m rl_reason.main --config=configs/grpo.py
@@ -63,7 +63,8 @@ def apply_variant(c, arg: str) -> None:
 
 
 def real_math_run(c) -> None:
-    """verl DAPO-recipe defaults for a real checkpoint on math data (METHODS.md 0)."""
+    """verl DAPO-recipe defaults for a real checkpoint on math data (docs/methods.md,
+    "GRPO")."""
     c.verifier.update(name="math", num_workers=16, timeout_s=5.0)
     c.optim.update(learning_rate=1e-6, warmup_steps=10, weight_decay=0.1, grad_clip=1.0)
     c.train.update(num_steps=500, eval_every=25, checkpoint_every=25, keep_checkpoints=3)

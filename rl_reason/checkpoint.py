@@ -34,11 +34,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from rl_reason.errors import UserError
+
 _TRAIN_STATE, _EXTRA, _METHOD_STATE = "train_state", "extra", "method_state"
 _STRUCTURE_FILE, _ARRAYS_FILE = "structure.json", "arrays.npz"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint directory that cannot be written, read or matched to the run."""
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+from rl_reason.evaluation.settings import ATTEMPT_FEEDBACKS
+from rl_reason.errors import UserError
+
 ESTIMATORS = ("grpo", "rloo")
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "constant")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -13,8 +16,8 @@ OFF_POLICY_WEIGHTS = ("shaped", "ratio", "none")
 WHEN_EXHAUSTED = ("stop", "shrink")
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UserError, ValueError):
+    """A config value that is impossible or inconsistent; the message names the key."""
 
 
 def _require(ok: bool, message: str) -> None:
@@ -98,6 +101,15 @@ def check(c, num_devices: int | None = None) -> None:
         _require(1 <= k <= e.num_samples,
                  f"eval.ks contains {k}: pass@k needs 1 <= k <= eval.num_samples="
                  f"{e.num_samples}")
+    _require(e.temperature > 0, "eval.temperature must be > 0 (sampled metrics; greedy "
+             "accuracy is reported separately)")
+    _require(e.attempts >= 0, "eval.attempts must be >= 0 (0 = off)")
+    _require(e.attempt_feedback in ATTEMPT_FEEDBACKS,
+             f"eval.attempt_feedback={e.attempt_feedback!r}: one of {ATTEMPT_FEEDBACKS}")
+    _require(e.attempt_temperature >= 0, "eval.attempt_temperature must be >= 0 (0 = greedy)")
+    _require(0 < e.prefix_fraction < 1,
+             f"eval.prefix_fraction={e.prefix_fraction} must be in (0, 1)")
+    _require(e.prefix_samples >= 1, "eval.prefix_samples must be >= 1")
 
     if num_devices is not None:
         axes = {name: c.mesh[name] for name in ("data", "fsdp", "tensor")}

@@ -1,15 +1,21 @@
-"""Evaluate a checkpoint on benchmark files: greedy accuracy, avg@k, pass@k, maj@k.
+"""Evaluate a checkpoint on benchmark files: greedy accuracy, avg@k, pass@k, maj@k, and
+on request k attempts with feedback and continuation from misleading prefixes.
 
     python -m rl_reason.evaluate --checkpoint=DIR --data=math500.jsonl [--data=aime24.jsonl]
         [--k=1,4,8] [--num_samples=8] [--temperature=0.6] [--top_p=1.0]
-        [--max_new_tokens=1024] [--multi_attempt=K] [--verifier=math] [--max_problems=N]
-        [--problem_key=KEY] [--answer_key=KEY] [--out=DIR]
+        [--max_new_tokens=1024] [--verifier=math] [--max_problems=N]
+        [--attempts=K] [--attempt_feedback=multi_attempt|verifier] [--attempt_temperature=T]
+        [--misleading_prefix] [--prefix_fraction=0.5] [--prefix_samples=8]
+        [--misleading_prefixes=FILE] [--problem_key=KEY] [--answer_key=KEY] [--out=DIR]
     python -m rl_reason.evaluate --config=configs/grpo.py --checkpoint=WORKDIR
 
 DIR is a Hugging Face folder (config.json, weights, tokenizer), or a training workdir
-whose exported `hf/` folder is used. With --config, the run's eval settings, eval
-files, data keys and verifier are the defaults (explicit flags win); with neither
---config nor --data, the embedded task's held-out split is evaluated.
+whose exported `hf/` folder is used. With --config, the run's eval settings (its `eval`
+block), eval files, data keys and verifier are the defaults (explicit flags win), and
+without eval files the run's own held-out records are evaluated
+(run_setup.held_out_records: the embedded task at the config's levels and size); with
+neither --config nor --data, the embedded task's held-out split (200 problems, all
+levels).
 
 Benchmark files are read by rl_reason/data/sources.py: JSON Lines, a JSON array or
 Parquet, one problem per row; the problem and answer fields are detected per file
@@ -18,19 +24,26 @@ final_answer / solution), so MATH500, AIME24/25, AMC23, Minerva, OlympiadBench a
 GSM8K ("... #### 42") load as distributed; --problem_key / --answer_key (dots for
 nested fields) override the detection for every file.
 
-Per benchmark (METHODS.md, "Evaluation protocol"): plain prompts, no hints or
+Per benchmark (docs/methods.md, "Evaluation protocol"): plain prompts, no hints or
 feedback; greedy accuracy; num_samples samples per problem at the given temperature
 and top_p, giving avg@num_samples and, for each k, the unbiased pass@k, avg@k and
 maj@k (rl_reason/evaluation_metrics.py); verifier status counts (timeouts and errors
-score 0 and are counted). --multi_attempt=K adds the multi-attempt metric: greedy
-attempts with "incorrect, try again" feedback (data/templates.py), and the fraction
-solved within k attempts for k = 1..K.
+score 0 and are counted). Modes that add feedback or prefixes (rl_reason/evaluation/):
+- --attempts=K: attempts@k, solved within k = 1..K attempts with feedback after each
+  wrong one (multi-attempt's or R3L's wording), the answer-repeat rate and the
+  context-overflow count (evaluation/attempts.py).
+- --misleading_prefix: misleading_prefix_accuracy, the greedy continuation from a prefix
+  of one of the model's own wrong responses, next to the plain greedy accuracy on the
+  same problems (evaluation/misleading_prefix.py). The prefixes are mined on first use
+  and stored in --misleading_prefixes (default OUT/misleading_prefixes.jsonl); give a
+  training run's WORKDIR/eval/misleading_prefixes.jsonl to measure on its prefixes.
 
 Writes OUT/<benchmark>.json (settings and metrics), OUT/<benchmark>.generations.jsonl
 (every response with its extracted answer and status) and OUT/results.json, and
 prints a table. OUT defaults to DIR/eval.
 
-`evaluate_model` is the library entry point the trainer calls for held-out evaluation.
+Library entry points: `evaluate_model` (any records, any settings) and
+`held_out_metrics` (the trainer's held-out evaluation).
 """
 
 from __future__ import annotations
@@ -44,164 +57,69 @@ from typing import Sequence
 
 import jax
 
-from rl_reason import evaluation_metrics, sampling
-from rl_reason.data import templates
-from rl_reason.verifiers import count_statuses
+from rl_reason import models, run_setup, verifiers
+from rl_reason.errors import MissingPathError, UnwritablePathError
+from rl_reason.data import sources, synthetic
+from rl_reason.evaluation import attempts, misleading_prefix, plain
+from rl_reason.evaluation.session import EvalSession
+from rl_reason.evaluation.settings import ATTEMPT_FEEDBACKS, DEFAULT_KS, EvalResults, EvalSettings
 
-DEFAULT_KS = (1, 4, 8)
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalSettings:
-    num_samples: int = 8          # samples per problem (0: greedy only)
-    ks: tuple[int, ...] = DEFAULT_KS
-    temperature: float = 0.6
-    top_p: float = 1.0
-    max_new_tokens: int = 1024
-    greedy: bool = True           # also report greedy accuracy
-    multi_attempt: int = 0        # K > 0: greedy multi-attempt accuracy within 1..K attempts
-    batch_size: int = 256         # rows per sampler call
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.num_samples < 0 or self.multi_attempt < 0:
-            raise ValueError("num_samples and multi_attempt must be >= 0")
-        if self.num_samples == 0 and not self.greedy and not self.multi_attempt:
-            raise ValueError("nothing to evaluate: num_samples=0, greedy=False, multi_attempt=0")
-        bad = [k for k in self.ks if not 1 <= k <= self.num_samples]
-        if self.num_samples and bad:
-            raise ValueError(f"every k must be in 1..num_samples={self.num_samples}, got {bad}")
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("max_new_tokens and batch_size must be >= 1")
-        if self.temperature <= 0 and self.num_samples:
-            raise ValueError("sampled metrics need temperature > 0 (greedy accuracy is separate)")
-
-    @classmethod
-    def from_config(cls, config, **overrides) -> "EvalSettings":
-        """From a run config's `eval` block (max_new_tokens 0: the rollout's)."""
-        e = config.eval
-        fields = dict(num_samples=e.num_samples, ks=tuple(e.ks), temperature=e.temperature,
-                      top_p=e.top_p, max_new_tokens=e.max_new_tokens or config.rollout.max_new_tokens,
-                      seed=config.seed)
-        return cls(**(fields | overrides))
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalResults:
-    metrics: dict[str, float]    # flat, JSON-able: "greedy_accuracy", "pass@4", ...
-    generations: list[dict]      # one row per response (mode, problem index, text, status)
-
-
-def _generate(model, prompts, settings, *, greedy, rng, stop_token_ids, pad_id, mesh):
-    """(response token ids, truncated) per prompt, in order, batch_size prompts per call."""
-    rows = []
-    for call, start in enumerate(range(0, len(prompts), settings.batch_size)):
-        out = sampling.generate(
-            model, prompts[start:start + settings.batch_size], max_new_tokens=settings.max_new_tokens,
-            rng=jax.random.fold_in(rng, call), temperature=settings.temperature, top_p=settings.top_p,
-            greedy=greedy, stop_token_ids=stop_token_ids, pad_id=pad_id, mesh=mesh)
-        rows += [(ids, bool(trunc)) for ids, trunc in zip(out.response_tokens(), out.truncated)]
-    return rows
-
-
-def _check_context(model, prompts, settings) -> None:
-    longest = max(map(len, prompts))
-    limit = model.config.max_position_embeddings
-    if longest + settings.max_new_tokens > limit:
-        raise ValueError(f"a prompt of {longest} tokens + max_new_tokens={settings.max_new_tokens} "
-                         f"exceeds the model's context of {limit}; lower max_new_tokens")
+__all__ = ["DEFAULT_KS", "EvalResults", "EvalSettings", "evaluate_model", "held_out_metrics",
+           "run", "main"]
 
 
 def evaluate_model(model, tokenizer, records: Sequence, settings: EvalSettings, *, verifier,
                    stop_token_ids: Sequence[int], pad_id: int, rng: jax.Array | int | None = None,
-                   mesh=None) -> EvalResults:
-    """Greedy / sampled / multi-attempt evaluation of `model` on `records` (problem, answer).
+                   mesh=None, prefixes_path: str | None = None) -> EvalResults:
+    """Every mode `settings` asks for, on `records` (problem, answer).
 
     `verifier` is any rl_reason.verifiers verifier (the trainer passes its own, so no
-    extra worker processes start); `rng` defaults to settings.seed.
+    extra worker processes start); `rng` defaults to settings.seed. `prefixes_path`:
+    the misleading-prefix file to reuse and extend (None: mine in memory).
     """
     if not records:
         raise ValueError("evaluate_model: no records")
     rng = settings.seed if rng is None else rng
     rng = jax.random.PRNGKey(rng) if isinstance(rng, int) else rng
-    prompts = [templates.encode_prompt(tokenizer, templates.plain_prompt(r.problem)) for r in records]
-    _check_context(model, prompts, settings)
-    answers = [r.answer for r in records]
-    gen = dict(stop_token_ids=stop_token_ids, pad_id=pad_id, mesh=mesh)
+    session = EvalSession(model, tokenizer, records, settings, verifier=verifier,
+                          stop_token_ids=stop_token_ids, pad_id=pad_id, mesh=mesh)
+    session.check_context()
     metrics: dict[str, float] = {"num_problems": len(records)}
-    generations: list[dict] = []
-    statuses = {status: 0 for status in count_statuses([])}
     start = time.monotonic()
-
-    def score(mode, indices, rows, samples=None, attempt=None):
-        """Verifies decoded rows for problems `indices`; records each as a generation."""
-        texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids, _ in rows]
-        results = verifier.verify_batch(texts, [answers[i] for i in indices])
-        for key, count in count_statuses(results).items():
-            statuses[key] += count
-        samples = samples or [0] * len(indices)
-        for i, sample, text, (ids, truncated), result in zip(indices, samples, texts, rows, results):
-            generations.append(dict(
-                mode=mode, problem=i, id=records[i].id, sample=sample, attempt=attempt,
-                response=text, extracted=result.extracted, status=result.status,
-                reward=result.reward, num_tokens=len(ids), truncated=truncated))
-        return texts, results
-
-    if settings.greedy:
-        rows = _generate(model, prompts, settings, greedy=True, rng=rng, **gen)
-        _, results = score("greedy", list(range(len(records))), rows)
-        metrics["greedy_accuracy"] = sum(r.correct for r in results) / len(records)
-
+    # The prefix metric needs greedy correctness on its problems to compare against.
+    if settings.greedy or settings.misleading_prefix:
+        greedy = plain.greedy_correct(session, rng)
+        metrics["greedy_accuracy"] = sum(greedy) / len(records)
     if settings.num_samples:
-        n = settings.num_samples
-        indices = [i for i in range(len(records)) for _ in range(n)]
-        rows = _generate(model, [prompts[i] for i in indices], settings, greedy=False,
-                         rng=jax.random.fold_in(rng, 1), **gen)
-        _, results = score("sample", indices, rows, samples=[j % n for j in range(len(indices))])
-        correct = [[r.correct for r in results[i * n:(i + 1) * n]] for i in range(len(records))]
-        extracted = [[r.extracted for r in results[i * n:(i + 1) * n]] for i in range(len(records))]
-        metrics |= evaluation_metrics.sample_metrics(extracted, correct, settings.ks)
-        metrics["mean_response_tokens"] = sum(len(ids) for ids, _ in rows) / len(rows)
-        metrics["truncation_rate"] = sum(t for _, t in rows) / len(rows)
-
-    if settings.multi_attempt:
-        metrics |= _multi_attempt(model, tokenizer, records, settings, score, gen, rng)
-
-    metrics |= {f"verifier_{status}": count for status, count in statuses.items()}
+        metrics |= plain.sampled_metrics(session, jax.random.fold_in(rng, 1))
+    if settings.attempts:
+        metrics |= attempts.evaluate_attempts(session, jax.random.fold_in(rng, 2))
+    if settings.misleading_prefix:
+        prefixes = misleading_prefix.load_or_mine_prefixes(prefixes_path, session,
+                                                           jax.random.fold_in(rng, 3))
+        metrics |= misleading_prefix.misleading_prefix_metrics(session, prefixes, greedy)
+    metrics |= {f"verifier_{status}": count for status, count in session.statuses.items()}
     metrics["seconds"] = time.monotonic() - start
-    return EvalResults(metrics, generations)
+    return EvalResults(metrics, session.generations)
 
 
-def _multi_attempt(model, tokenizer, records, settings, score, gen, rng) -> dict[str, float]:
-    """Greedy attempts with feedback after each wrong one; solved-within-k for k = 1..K."""
-    K = settings.multi_attempt
-    conversations = [templates.multi_attempt_prompt(r.problem, K) for r in records]
-    solved_at: list[int | None] = [None] * len(records)
-    active = list(range(len(records)))
-    overflow = 0
-    limit = model.config.max_position_embeddings - settings.max_new_tokens
-    for attempt in range(1, K + 1):
-        prompts = {i: templates.encode_prompt(tokenizer, conversations[i]) for i in active}
-        # A conversation that no longer fits the context counts as unsolved from here on.
-        fits = [i for i in active if len(prompts[i]) <= limit]
-        overflow += len(active) - len(fits)
-        if not fits:
-            break
-        rows = _generate(model, [prompts[i] for i in fits], settings, greedy=True, rng=rng, **gen)
-        texts, results = score("multi_attempt", fits, rows, attempt=attempt)
-        active = []
-        for i, text, result in zip(fits, texts, results):
-            if result.correct:
-                solved_at[i] = attempt
-            elif attempt < K:
-                conversations[i] = conversations[i] + [
-                    {"role": "assistant", "content": text},
-                    {"role": "user", "content": templates.attempt_feedback(K - attempt)}]
-                active.append(i)
-    metrics = {f"multi_attempt@{k}": sum(s is not None and s <= k for s in solved_at) / len(records)
-               for k in range(1, K + 1)}
-    metrics["multi_attempt_context_overflow"] = overflow
-    return metrics
+def held_out_metrics(model, tokenizer, records, config, *, rng, mesh, verifier, stop_ids, pad,
+                     eval_dir: str, step: int) -> dict:
+    """The trainer's held-out evaluation, as the config's `eval` block says: metrics
+    under 'eval/'; the generations go to EVAL_DIR/step_STEP.jsonl so a run's answers can
+    be read afterwards; misleading prefixes are mined at the first evaluation into
+    EVAL_DIR/misleading_prefixes.jsonl and reused by every later one (a resumed run's
+    too)."""
+    settings = EvalSettings.from_config(config)
+    results = evaluate_model(model, tokenizer, records, settings, verifier=verifier,
+                             stop_token_ids=stop_ids, pad_id=pad, rng=rng, mesh=mesh,
+                             prefixes_path=os.path.join(eval_dir, misleading_prefix.PREFIXES_FILE))
+    if jax.process_index() == 0:
+        os.makedirs(eval_dir, exist_ok=True)
+        with open(os.path.join(eval_dir, f"step_{step}.jsonl"), "w") as f:
+            for row in results.generations:
+                f.write(json.dumps(row, ensure_ascii=True) + "\n")
+    return {f"eval/{k}": v for k, v in results.metrics.items() if isinstance(v, (int, float))}
 
 
 # ------------------------------------------------------------------------ command line
@@ -215,7 +133,7 @@ def resolve_checkpoint(path: str) -> str:
     for candidate in (path, os.path.join(path, "hf")):
         if os.path.isfile(os.path.join(candidate, "config.json")):
             return candidate
-    raise FileNotFoundError(f"--checkpoint={path}: no config.json there or in its hf/ folder "
+    raise MissingPathError(f"--checkpoint={path}: no config.json there or in its hf/ folder "
                             "(expected a Hugging Face checkpoint or a training workdir)")
 
 
@@ -232,18 +150,27 @@ def _check_writable(out_dir: str) -> None:
             pass
         os.remove(probe)
     except OSError as error:
-        raise OSError(f"--out={out_dir} is not writable: {error}") from error
+        raise UnwritablePathError(f"--out={out_dir} is not writable: {error}") from error
+
+
+# Table columns in this order, with their headers (a "@" metric gets its k appended).
+_COLUMNS = (("greedy_accuracy", "greedy"), ("avg@", "avg@"), ("pass@", "pass@"), ("maj@", "maj@"),
+            ("attempts@", "attempts@"), ("attempts_answer_repeat_rate", "repeats"),
+            ("misleading_prefix_plain_accuracy", "prefix_plain"),
+            ("misleading_prefix_accuracy", "prefix"))
 
 
 def format_table(rows: list[tuple[str, dict]]) -> str:
-    """One line per benchmark; columns are the accuracy metrics any benchmark reported."""
-    prefixes = ("greedy_accuracy", "avg@", "pass@", "maj@", "multi_attempt@")
+    """One line per benchmark; columns are the rates (accuracies, the answer-repeat
+    rate) any benchmark reported."""
+    prefixes = tuple(prefix for prefix, _ in _COLUMNS)
     columns = []
     for _, metrics in rows:
         columns += [k for k in metrics if k.startswith(prefixes) and k not in columns]
-    columns.sort(key=lambda k: (next(i for i, p in enumerate(prefixes) if k.startswith(p)),
-                                int(k.split("@")[1]) if "@" in k else 0))
-    headers = ["benchmark", "problems"] + [c.replace("_accuracy", "") for c in columns] + ["timeouts"]
+    order = {k: next(i for i, p in enumerate(prefixes) if k.startswith(p)) for k in columns}
+    columns.sort(key=lambda k: (order[k], int(k.split("@")[1]) if "@" in k else 0))
+    headers = ["benchmark", "problems"] + [
+        _COLUMNS[order[c]][1] + (c.split("@")[1] if "@" in c else "") for c in columns] + ["timeouts"]
     table = [headers] + [
         [name, str(int(m["num_problems"]))] + [f"{100 * m[c]:.1f}" if c in m else "-" for c in columns]
         + [str(int(m.get("verifier_timeout", 0)))] for name, m in rows]
@@ -255,15 +182,15 @@ def format_table(rows: list[tuple[str, dict]]) -> str:
 def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, out_dir: str | None = None,
         verifier_name: str = "math", verifier_kwargs: dict | None = None,
         max_problems: int = 0, problem_key: str | None = None, answer_key: str | None = None,
-        tfds_data_dir: str | None = None) -> list[dict]:
+        tfds_data_dir: str | None = None, held_out: Sequence | None = None,
+        prefixes_path: str | None = None) -> list[dict]:
     """Evaluates `checkpoint` on each dataset; writes and prints the results (see module doc).
 
     problem_key / answer_key: the fields to read from every data file (None: detect).
+    held_out: the records evaluated (as "synthetic_held_out") when no data file is given
+    (None: the embedded task's default held-out split). prefixes_path: the misleading-
+    prefix file, shared by every benchmark (default OUT/misleading_prefixes.jsonl).
     """
-    # Imported here: run_setup serves the trainer, which may import this module.
-    from rl_reason import models, run_setup, verifiers
-    from rl_reason.data import sources, synthetic
-
     path = resolve_checkpoint(checkpoint)
     out_dir = os.path.abspath(out_dir or os.path.join(path, "eval"))
     _check_writable(out_dir)
@@ -277,22 +204,32 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
         benchmarks.append((name, spec, sources.load_records(
             spec, problem_key=problem_key, answer_key=answer_key, data_dir=data_dir)))
     if not data_specs:
-        benchmarks.append((EMBEDDED_NAME, "embedded", synthetic.held_out_records(200)))
+        records = synthetic.held_out_records(200) if held_out is None else list(held_out)
+        if not records:
+            raise ValueError("no data to evaluate: no --data, and the config names no held-out "
+                             "records (it trains on data.train and has no data.eval files)")
+        benchmarks.append((EMBEDDED_NAME, "embedded", records))
     if max_problems:
         benchmarks = [(name, spec, records[:max_problems]) for name, spec, records in benchmarks]
 
     model = models.load(path)
     tokenizer = models.load_tokenizer(path)
-    gen = dict(stop_token_ids=run_setup.stop_token_ids(tokenizer, model.config),
-               pad_id=run_setup.pad_id(tokenizer))
+    gen = dict(stop_token_ids=models.stop_token_ids(tokenizer, model.config),
+               pad_id=models.pad_token_id(tokenizer))
+    prefixes_path = prefixes_path or os.path.join(out_dir, misleading_prefix.PREFIXES_FILE)
+    if settings.misleading_prefix:
+        print(f"Misleading prefixes: {prefixes_path} (problems it lacks are mined and added)",
+              flush=True)
     summaries, table_rows = [], []
     with verifiers.make_verifier(verifier_name, **(verifier_kwargs or {})) as verifier:
         for name, spec, records in benchmarks:
             print(f"Evaluating {name}: {len(records)} problems", flush=True)
-            result = evaluate_model(model, tokenizer, records, settings, verifier=verifier, **gen)
+            result = evaluate_model(model, tokenizer, records, settings, verifier=verifier,
+                                    prefixes_path=prefixes_path, **gen)
             summary = dict(benchmark=name, data=spec, checkpoint=path, max_problems=max_problems,
                            data_keys=dict(problem_key=problem_key, answer_key=answer_key),
                            settings=dataclasses.asdict(settings),
+                           misleading_prefixes=prefixes_path if settings.misleading_prefix else None,
                            verifier=dict(name=verifier_name, **(verifier_kwargs or {})),
                            metrics=result.metrics)
             with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
@@ -305,10 +242,17 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
             table_rows.append((name, result.metrics))
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(summaries, f, indent=2)
-    print("Accuracy in %; timeouts are verifier items that hit the time limit (scored 0).")
+    print("Accuracy (and answer repeats) in %; timeouts are verifier items that hit the time "
+          "limit (scored 0).")
     print(format_table(table_rows))
     print(f"Results and generations in {out_dir}", flush=True)
     return summaries
+
+
+# EvalSettings fields a flag of the same name overrides (None: not given).
+_SETTINGS_FLAGS = ("num_samples", "temperature", "top_p", "max_new_tokens", "seed", "attempts",
+                   "attempt_feedback", "attempt_temperature", "misleading_prefix",
+                   "prefix_fraction", "prefix_samples")
 
 
 def main(argv=None) -> None:
@@ -330,7 +274,19 @@ def main(argv=None) -> None:
     flags.DEFINE_float("temperature", None, "Sampling temperature (default 0.6).")
     flags.DEFINE_float("top_p", None, "Nucleus sampling (default 1.0).")
     flags.DEFINE_integer("max_new_tokens", None, "Response length limit (default 1024).")
-    flags.DEFINE_integer("multi_attempt", 0, "K > 0: multi-attempt accuracy within 1..K attempts.")
+    flags.DEFINE_integer("attempts", None, "K > 0: accuracy within 1..K attempts with feedback "
+                         "(default: the config's eval.attempts, else 0).")
+    flags.DEFINE_enum("attempt_feedback", None, list(ATTEMPT_FEEDBACKS), "Feedback after a wrong "
+                      "attempt: multi-attempt's 'k attempts left' or R3L's verifier turn.")
+    flags.DEFINE_float("attempt_temperature", None, "Attempt temperature (default 0: greedy).")
+    flags.DEFINE_boolean("misleading_prefix", None, "Accuracy continuing from a prefix of a "
+                         "wrong response (default: the config's eval.misleading_prefix).")
+    flags.DEFINE_float("prefix_fraction", None, "Where a wrong response is cut (default 0.5).")
+    flags.DEFINE_integer("prefix_samples", None, "Samples per problem to find a wrong response "
+                         "in (default 8).")
+    flags.DEFINE_string("misleading_prefixes", None, "Prefix file to reuse, extended with the "
+                        "problems it lacks (implies --misleading_prefix; default "
+                        "OUT/misleading_prefixes.jsonl).")
     flags.DEFINE_boolean("greedy", True, "Report greedy accuracy.")
     flags.DEFINE_integer("batch_size", 256, "Rows per sampler call.")
     flags.DEFINE_integer("seed", None, "Sampling seed.")
@@ -352,11 +308,11 @@ def main(argv=None) -> None:
             raise app.UsageError(f"unexpected arguments: {args[1:]}")
         config = config_flag.value
         fields = dataclasses.asdict(EvalSettings.from_config(config)) if config else {}
-        given = {name: FLAGS[name].value
-                 for name in ("num_samples", "temperature", "top_p", "max_new_tokens", "seed")
+        given = {name: FLAGS[name].value for name in _SETTINGS_FLAGS
                  if FLAGS[name].value is not None}
-        fields |= given | dict(multi_attempt=FLAGS.multi_attempt, greedy=FLAGS.greedy,
-                               batch_size=FLAGS.batch_size)
+        fields |= given | dict(greedy=FLAGS.greedy, batch_size=FLAGS.batch_size)
+        if FLAGS.misleading_prefixes:
+            fields["misleading_prefix"] = True
         if FLAGS.k is not None:
             fields["ks"] = tuple(int(k) for k in FLAGS.k)
         else:  # The default k list (the config's or DEFAULT_KS) up to --num_samples.
@@ -373,15 +329,22 @@ def main(argv=None) -> None:
             verifier_kwargs["num_workers"] = FLAGS.verifier_workers
         max_problems = FLAGS.max_problems if FLAGS.max_problems is not None else (
             config.eval.max_problems if config else 0)
+        held_out = None
+        if config and not data:
+            # The trainer's held-out records, cut at --max_problems when given.
+            config.eval.max_problems = max_problems
+            held_out = run_setup.held_out_records(config)
         data_config = config.data if config else None
         # '' in a config means "detect", as for training.
         keys = {name: (FLAGS[name].value if FLAGS[name].value is not None else
                        getattr(data_config, name, None)) or None
                 for name in ("problem_key", "answer_key", "tfds_data_dir")}
         run(FLAGS.checkpoint, data, settings, out_dir=FLAGS.out, verifier_name=verifier_name,
-            verifier_kwargs=verifier_kwargs, max_problems=max_problems, **keys)
+            verifier_kwargs=verifier_kwargs, max_problems=max_problems, held_out=held_out,
+            prefixes_path=FLAGS.misleading_prefixes, **keys)
 
-    app.run(_main, argv=argv)
+    from rl_reason.errors import exit_on_user_error
+    app.run(exit_on_user_error(_main), argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Evaluation metrics over n sampled responses per problem: pass@k, avg@k, maj@k.
+"""Evaluation metrics: pass@k, avg@k, maj@k over n samples per problem, and the
+multi-attempt metrics over episodes (attempts@k, answer-repeat rate).
 
 Inputs are per problem, in sampling order: `correct[p][i]` says whether sample i of
 problem p was verified correct, `answers[p][i]` is its extracted answer (None when
@@ -14,6 +15,14 @@ it gave none). Every metric is averaged over problems and returned as a fraction
   after a light LaTeX normalisation (spacing, \\left/\\right, \\dfrac/\\tfrac), so
   equal values written differently (0.5 vs \\frac12) are separate votes. Ties go to
   the answer that appeared first; a problem whose k samples gave no answer scores 0.
+
+Episodes (`attempt_metrics`): per problem, the attempts made in order as (extracted
+answer, correct); a correct attempt ends its episode, so every attempt but the last
+was rejected.
+- attempts@k: share of problems solved within the first k attempts.
+- answer-repeat rate: among attempts 2, 3, ... that give an answer, the share whose
+  answer (normalised as for maj@k) equals one rejected earlier in the same episode:
+  whether the model uses the feedback or says the same thing again.
 """
 
 import collections
@@ -100,4 +109,41 @@ def sample_metrics(
         metrics[f"pass@{k}"] = mean_pass_at_k(correct, k)
         metrics[f"avg@{k}"] = avg_at_k(correct, k)
         metrics[f"maj@{k}"] = maj_at_k(answers, correct, k)
+    return metrics
+
+
+def _vote_key(answer: str | None) -> str | None:
+    key = normalize_answer(answer) if answer is not None else ""
+    return key or None
+
+
+def attempt_metrics(episodes: Sequence[Sequence[tuple[str | None, bool]]],
+                    max_attempts: int) -> dict[str, float]:
+    """{"attempts@k" for k = 1..max_attempts, "attempts_answer_repeat_rate",
+    "attempts_repeated_answers", "attempts_later_answers"} (the last two are the rate's
+    numerator and denominator; the rate is 0 when no later attempt gave an answer)."""
+    if not episodes:
+        raise ValueError("no episodes to score")
+    if max_attempts < 1 or any(len(e) > max_attempts for e in episodes):
+        raise ValueError(f"every episode needs at most max_attempts={max_attempts} >= 1 attempts")
+    if any(correct for episode in episodes for _, correct in episode[:-1]):
+        raise ValueError("a correct attempt must end its episode")
+    solved_at = [next((i + 1 for i, (_, correct) in enumerate(e) if correct), None)
+                 for e in episodes]
+    metrics = {f"attempts@{k}": sum(s is not None and s <= k for s in solved_at) / len(episodes)
+               for k in range(1, max_attempts + 1)}
+    repeated = later = 0
+    for episode in episodes:
+        rejected: set[str] = set()
+        for attempt, (answer, _) in enumerate(episode):
+            key = _vote_key(answer)
+            if key is None:
+                continue
+            if attempt > 0:
+                later += 1
+                repeated += key in rejected
+            rejected.add(key)
+    metrics["attempts_answer_repeat_rate"] = repeated / later if later else 0.0
+    metrics["attempts_repeated_answers"] = repeated
+    metrics["attempts_later_answers"] = later
     return metrics

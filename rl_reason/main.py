@@ -5,6 +5,9 @@
 With no other argument this runs the embedded default on CPU (a small base policy,
 built and cached on first use, trained on the embedded arithmetic task). Re-running the
 same command with the same workdir resumes where the run stopped.
+
+A mistake in the config, a data file, the checkpoint folder or the workdir ends the
+run with one line `error: <message>` and exit status 2 (rl_reason/errors.py).
 """
 
 import os
@@ -18,6 +21,8 @@ if _ROOT not in sys.path:
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from rl_reason.errors import exit_on_user_error  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file "
                                           "(configs/<method>.py[:variant]).", lock_config=True)
@@ -50,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(exit_on_user_error(main))

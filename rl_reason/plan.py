@@ -11,7 +11,9 @@ reference (when KL is on) and the sampler's KV cache for one call of
 depend on remat and the minibatch size); the headroom left for them is printed.
 Host memory that a method's state may reach (ExGRPO's replay buffer) is printed
 apart, with the assumption behind its estimate. Nothing is allocated, so a 70B plan
-runs on a laptop.
+runs on a laptop. Exit status: 0 when the plan fits, 1 when it does not, 2 for a user
+error such as a mesh that does not match the device count (one line `error: ...`,
+rl_reason/errors.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import jax.numpy as jnp
 from jax.sharding import AbstractMesh, AxisType
 
 from rl_reason import sharding, train_step
+from rl_reason.config_check import ConfigError
+from rl_reason.errors import exit_on_user_error
 from rl_reason.models.config import ModelConfig
 
 GIB = 2 ** 30
@@ -70,8 +74,8 @@ def abstract_mesh(config, num_devices: int) -> AbstractMesh:
     if -1 in sizes:
         sizes[sizes.index(-1)] = num_devices // known
     if math.prod(sizes) != num_devices:
-        raise ValueError(f"mesh data={config.mesh.data}, fsdp={config.mesh.fsdp}, "
-                         f"tensor={config.mesh.tensor} does not fit {num_devices} devices")
+        raise ConfigError(f"mesh data={config.mesh.data}, fsdp={config.mesh.fsdp}, "
+                          f"tensor={config.mesh.tensor} does not fit {num_devices} devices")
     return AbstractMesh(tuple(sizes), sharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 
@@ -127,6 +131,7 @@ def plan(config, model_config: ModelConfig, num_devices: int, hbm_gib: float) ->
                 host_assumptions={k: why for k, (_, why) in host.items()})
 
 
+@exit_on_user_error
 def main(argv=None) -> None:
     import os
     import sys

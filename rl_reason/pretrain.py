@@ -40,8 +40,9 @@ import optax
 
 from rl_reason import sampling
 from rl_reason.data import synthetic, templates, tokenizer_builder
+from rl_reason.errors import exit_on_user_error
 from rl_reason.models import hf, transformer
-from rl_reason.models.tokenizer import apply_chat
+from rl_reason.models.tokenizer import apply_chat, pad_token_id, stop_token_ids
 from rl_reason.models.config import ModelConfig
 from rl_reason.models.model import Model, init
 from rl_reason.verifiers.exact_int import ExactIntVerifier
@@ -124,7 +125,7 @@ def model_config(s: Settings, vocab_size: int, tokenizer) -> ModelConfig:
         intermediate_size=3 * s.hidden, num_layers=s.layers, num_heads=heads,
         num_kv_heads=heads, head_dim=s.hidden // heads, rope_theta=10000.0,
         max_position_embeddings=2048, tie_embeddings=False,
-        eos_token_id=tokenizer_builder.stop_token_ids(tokenizer),
+        eos_token_id=stop_token_ids(tokenizer),
         pad_token_id=tokenizer.pad_token_id)
 
 
@@ -289,13 +290,13 @@ def _pass_rates(model, tokenizer, records, *, samples: int, greedy: bool, seed: 
     prompts = [encode_plain_prompt(tokenizer, r.problem) for r in records]
     flat_prompts = [p for p in prompts for _ in range(samples)]
     answers = [r.answer for r in records for _ in range(samples)]
-    stop_ids = tokenizer_builder.stop_token_ids(tokenizer)
+    stop_ids = stop_token_ids(tokenizer)
     texts = []
     for c in range(0, len(flat_prompts), chunk):
         out = sampling.generate(model, flat_prompts[c:c + chunk], max_new_tokens=max_new_tokens,
                                 rng=jax.random.PRNGKey(seed + c), temperature=1.0,
                                 greedy=greedy, stop_token_ids=stop_ids,
-                                pad_id=tokenizer.pad_token_id)
+                                pad_id=pad_token_id(tokenizer))
         texts += out.decode(tokenizer, skip_stop_tokens=stop_ids)
     results = ExactIntVerifier().verify_batch(texts, answers)
     rewards = [r.reward for r in results]
@@ -382,7 +383,7 @@ def build_base_policy(out: str, s: Settings) -> dict:
                      num_params=config.num_params(), final_loss=round(final_loss, 4),
                      train_seconds=round(train_seconds, 1),
                      total_seconds=round(time.time() - started, 1),
-                     stop_token_ids=list(tokenizer_builder.stop_token_ids(tokenizer)),
+                     stop_token_ids=list(stop_token_ids(tokenizer)),
                      max_new_tokens=s.max_new_tokens)
         print_stats(stats)
         hf.save(model, staging)
@@ -407,6 +408,7 @@ def _publish(staging: str, out: str) -> None:
         os.rename(staging, out)
 
 
+@exit_on_user_error
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=None, help=f"default: {default_cache_dir()}")

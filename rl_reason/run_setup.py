@@ -1,5 +1,7 @@
 """Building the parts of a run from its config: workdir, policy, tokenizer, data,
-verifier, evaluation and export. Kept apart from train.py so the loop reads as a loop.
+verifier and export. Kept apart from train.py so the loop reads as a loop; the
+held-out evaluation itself is rl_reason/evaluate.py's (which imports this module, never
+the other way round).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import jax
 import numpy as np
 
 from rl_reason import models, sharding
-from rl_reason.data import sources, synthetic
+from rl_reason.data import prompt_filter, sources, synthetic
 from rl_reason.data.stream import PromptStream, StreamExhausted
 from rl_reason import verifiers
+from rl_reason.errors import MissingPathError, UnwritablePathError, UserError
 
 DataExhausted = StreamExhausted
 
@@ -32,7 +35,7 @@ def prepare_workdir(workdir: str, config) -> str:
         with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test_"):
             pass
     except OSError as e:
-        raise OSError(f"workdir {workdir} is not writable: {e}") from e
+        raise UnwritablePathError(f"workdir {workdir} is not writable: {e}") from e
     path = os.path.join(workdir, "config.json")
     new = json.loads(config.to_json_best_effort())
     old = None
@@ -58,7 +61,7 @@ def prepare_workdir(workdir: str, config) -> str:
     return workdir
 
 
-class WorkdirMismatchError(ValueError):
+class WorkdirMismatchError(UserError, ValueError):
     """The workdir holds a run whose method state cannot continue under this config."""
 
 
@@ -102,8 +105,8 @@ def policy_path(config) -> str:
     if config.model.checkpoint:
         path = os.path.expanduser(config.model.checkpoint)
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"model.checkpoint={config.model.checkpoint!r} is not a "
-                                    "directory (expected a Hugging Face checkpoint folder)")
+            raise MissingPathError(f"model.checkpoint={config.model.checkpoint!r} is not a "
+                                   "directory (expected a Hugging Face checkpoint folder)")
         return path
     from rl_reason import pretrain
     return pretrain.ensure_base_policy()
@@ -120,43 +123,21 @@ def load_tokenizer_for(path: str):
     return models.load_tokenizer(path)
 
 
-def stop_token_ids(tokenizer, model_config) -> tuple[int, ...]:
-    """EOS ids of the model config and tokenizer, plus the chat end-of-turn token."""
-    ids = set(model_config.eos_token_ids)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    for token in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
-            ids.add(token_id)
-    if not ids:
-        raise ValueError("neither the model config nor the tokenizer names an EOS token; "
-                         "generation would never stop")
-    return tuple(sorted(ids))
+def _load_records(data_config, spec: str) -> list:
+    d = data_config
+    tfds_dir = d.tfds_data_dir if str(spec).startswith("tfds:") and d.tfds_data_dir else None
+    return sources.load_records(spec, data_dir=tfds_dir, problem_key=d.problem_key or None,
+                                answer_key=d.answer_key or None)
 
 
-def pad_id(tokenizer) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
-def make_data(config) -> tuple[PromptStream, list]:
-    """Training stream and held-out records (the embedded task when none are given)."""
+def held_out_records(config) -> list:
+    """A run's held-out records: its data.eval files, else (training on the embedded
+    task) the embedded held-out split at data.embedded_levels and embedded_eval_size,
+    else none; the first eval.max_problems of them. The trainer and
+    `rl_reason.evaluate --config` both call this, so they score the same problems."""
     d = config.data
-    keys = dict(problem_key=d.problem_key or None, answer_key=d.answer_key or None)
-
-    def load(spec):
-        tfds_dir = d.tfds_data_dir if str(spec).startswith("tfds:") and d.tfds_data_dir else None
-        return sources.load_records(spec, data_dir=tfds_dir, **keys)
-
-    if d.train:
-        train = load(d.train)
-    else:
-        train = synthetic.train_records(d.embedded_train_size, levels=tuple(d.embedded_levels))
     if d.eval:
-        held_out = [r for spec in d.eval for r in load(spec)]
+        held_out = [r for spec in d.eval for r in _load_records(d, spec)]
     elif not d.train:
         held_out = synthetic.held_out_records(d.embedded_eval_size,
                                                levels=tuple(d.embedded_levels))
@@ -164,9 +145,22 @@ def make_data(config) -> tuple[PromptStream, list]:
         held_out = []
     if config.eval.max_problems:
         held_out = held_out[:config.eval.max_problems]
+    return held_out
+
+
+def make_data(config, tokenizer) -> tuple[PromptStream, list]:
+    """Training stream and held-out records (the embedded task when none are given).
+    Training prompts longer than rollout.max_prompt_len tokens are dropped, with a
+    warning (data/prompt_filter.py)."""
+    d = config.data
+    if d.train:
+        train = _load_records(d, d.train)
+    else:
+        train = synthetic.train_records(d.embedded_train_size, levels=tuple(d.embedded_levels))
+    train, _ = prompt_filter.drop_long_prompts(train, tokenizer, config.rollout.max_prompt_len)
     stream = PromptStream(train, config.rollout.prompts_per_step, config.seed,
                           shuffle=d.shuffle, num_epochs=d.num_epochs or None)
-    return stream, held_out
+    return stream, held_out_records(config)
 
 
 def make_verifier(verifier_config):
@@ -186,22 +180,3 @@ def export_hf(model: models.Model, tokenizer, path: str) -> None:
     models.save(model, path)
     if jax.process_index() == 0:
         tokenizer.save_pretrained(path)
-
-
-def evaluate(model, tokenizer, records, config, *, rng, mesh, verifier, stop_ids, pad,
-             out_path: str | None = None) -> dict:
-    """Held-out metrics under 'eval/' (greedy accuracy, avg@k, pass@k, maj@k); the
-    generations go to `out_path` (JSONL) so a run's answers can be read afterwards."""
-    from rl_reason import evaluate as evaluate_lib
-
-    settings = evaluate_lib.EvalSettings.from_config(config)
-    results = evaluate_lib.evaluate_model(model, tokenizer, records, settings,
-                                          verifier=verifier, stop_token_ids=stop_ids,
-                                          pad_id=pad, rng=rng, mesh=mesh)
-    if out_path and jax.process_index() == 0:
-        os.makedirs(os.path.dirname(out_path), exist_ok=True)
-        with open(out_path, "w") as f:
-            for row in results.generations:
-                f.write(json.dumps(row) + "\n")
-    return {f"eval/{k}": v for k, v in results.metrics.items()
-            if isinstance(v, (int, float))}

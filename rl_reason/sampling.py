@@ -1,13 +1,13 @@
 """The sampler: one jitted prefill plus a `lax.while_loop` decode over the KV cache.
 
     out = generate(model, prompts, max_new_tokens=256, rng=0, temperature=1.0)
-    out.tokens           [N, W] int32    generated tokens incl. the stop token, then
+    out.tokens           [N, X] int32    generated tokens incl. the stop token, then
                                          pad_id
     out.lengths          [N] int32       generated tokens incl. the stop token
-    out.logprobs         [N, W] float32  log-prob of each sampled token under the
+    out.logprobs         [N, X] float32  log-prob of each sampled token under the
                                          distribution it was drawn from (after
                                          temperature, top-k, top-p); 0 after `lengths`
-    out.policy_logprobs  [N, W] float32  the same tokens' log-probs under the policy,
+    out.policy_logprobs  [N, X] float32  the same tokens' log-probs under the policy,
                                          log_softmax(logits / temperature) with no
                                          top-k or top-p (what rl.logprobs computes);
                                          the `logprobs` array itself when no filter is
@@ -17,7 +17,7 @@
     out.decode(tokenizer)                list of each row's text
 
 max_new_tokens is one budget for every row, or a sequence of one budget per prompt:
-each row stops at its own budget or at its first stop token, and W = max(budgets).
+each row stops at its own budget or at its first stop token, and X = max(budgets).
 A row's output does not depend on the other rows' budgets: row i of a call with
 budgets [5, 30] is row i of the same call with max_new_tokens=5, padded to width 30.
 
@@ -43,13 +43,13 @@ size. In a multi-host job every process passes the same arguments and gets every
 row back.
 
 Decoding runs in up to DECODE_SEGMENTS segments, each a `lax.while_loop` whose
-attention reads only the cache slots filled by the segment's end: a fixed-size cache
-made every step read all P + G slots, and at long lengths that read dominates a step
-(bench-19m, batch 64: 29 ms per step over 16 slots, 96 ms over 528). Each segment
-compiles its own loop body, so short generations (G < 2 x MIN_SEGMENT) stay in one.
+attention reads only the cache slots filled by the segment's end: with one fixed-size
+cache every step would read all P + W slots, and at long lengths that read dominates
+a step (README, "Benchmarks"). Each segment compiles its own loop body, so short
+generations (W < 2 x MIN_SEGMENT) stay in one.
 
-Shape legend: N prompts, W output width (the largest budget), B padded batch, P padded
-context length, G new-token capacity (bucketed W), S = P + G cache slots, V vocab.
+Shape letters as in rl_reason/__init__.py; here N prompts, X the largest budget, W its
+bucketed capacity, S = P + W cache slots.
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ def segment_ends(capacity: int) -> tuple[int, ...]:
 class SampleOutput:
     tokens: np.ndarray           # [N, W] int32
     lengths: np.ndarray          # [N] int32
-    logprobs: np.ndarray         # [N, W] float32, of the sampling distribution
-    policy_logprobs: np.ndarray  # [N, W] float32, of the unfiltered policy
+    logprobs: np.ndarray         # [N, X] float32, of the sampling distribution
+    policy_logprobs: np.ndarray  # [N, X] float32, of the unfiltered policy
     truncated: np.ndarray        # [N] bool
 
     def response_tokens(self) -> list[list[int]]:
@@ -130,7 +130,7 @@ class _Settings:
     top_p: jax.Array        # [] float32
     top_k: jax.Array        # [] int32; 0 = off
     stop_ids: jax.Array     # [n] int32, padded with -1
-    max_new_tokens_B: jax.Array  # int32, each <= G; batch-padding rows 1
+    max_new_tokens_B: jax.Array  # int32, each <= W; batch-padding rows 1
     pad_id: jax.Array       # [] int32
 
 
@@ -138,9 +138,9 @@ class _Settings:
 @dataclasses.dataclass(frozen=True)
 class _DecodeState:
     step: jax.Array          # [] int32: tokens generated so far (per row, until done)
-    tokens_BG: jax.Array     # int32
-    logprobs_BG: jax.Array   # float32
-    policy_logprobs_BG: jax.Array | None  # float32; None unless filtered: logprobs_BG
+    tokens_BW: jax.Array     # int32
+    logprobs_BW: jax.Array   # float32
+    policy_logprobs_BW: jax.Array | None  # float32; None unless filtered: logprobs_BW
     lengths_B: jax.Array     # int32
     stopped_B: jax.Array     # bool: emitted a stop token
     done_B: jax.Array        # bool: stopped, reached its budget, or a batch-padding row
@@ -193,20 +193,20 @@ def _record(state: _DecodeState, logits_BV, rng, settings: _Settings, greedy: bo
         logits_BV, jax.random.fold_in(rng, state.step), settings, greedy, filtered)
     live_B = ~state.done_B
 
-    def put(values_BG, value_B, fill):
+    def put(values_BW, value_B, fill):
         value_B = jnp.where(live_B, value_B, fill)
-        return jax.lax.dynamic_update_index_in_dim(values_BG, value_B, state.step, 1)
+        return jax.lax.dynamic_update_index_in_dim(values_BW, value_B, state.step, 1)
 
     is_stop_B = jnp.any(token_B[:, None] == settings.stop_ids[None, :], axis=-1) & live_B
-    policy_logprobs_BG = state.policy_logprobs_BG
-    if policy_logprobs_BG is not None:
-        policy_logprobs_BG = put(policy_logprobs_BG, policy_logprob_B, 0.0)
+    policy_logprobs_BW = state.policy_logprobs_BW
+    if policy_logprobs_BW is not None:
+        policy_logprobs_BW = put(policy_logprobs_BW, policy_logprob_B, 0.0)
     return dataclasses.replace(
         state,
         step=state.step + 1,
-        tokens_BG=put(state.tokens_BG, token_B, settings.pad_id),
-        logprobs_BG=put(state.logprobs_BG, logprob_B, 0.0),
-        policy_logprobs_BG=policy_logprobs_BG,
+        tokens_BW=put(state.tokens_BW, token_B, settings.pad_id),
+        logprobs_BW=put(state.logprobs_BW, logprob_B, 0.0),
+        policy_logprobs_BW=policy_logprobs_BW,
         lengths_B=state.lengths_B + live_B.astype(jnp.int32),
         stopped_B=state.stopped_B | is_stop_B,
         # A live row's length is the step count, so it reaches its budget at step + 1.
@@ -251,9 +251,9 @@ def _generate_padded(model: Model, tokens_BP, context_lengths_B, real_B, rng,
 
     state = _DecodeState(
         step=jnp.zeros((), jnp.int32),
-        tokens_BG=jnp.full((B, capacity), settings.pad_id, jnp.int32),
-        logprobs_BG=jnp.zeros((B, capacity), jnp.float32),
-        policy_logprobs_BG=jnp.zeros((B, capacity), jnp.float32) if filtered else None,
+        tokens_BW=jnp.full((B, capacity), settings.pad_id, jnp.int32),
+        logprobs_BW=jnp.zeros((B, capacity), jnp.float32),
+        policy_logprobs_BW=jnp.zeros((B, capacity), jnp.float32) if filtered else None,
         lengths_B=jnp.zeros((B,), jnp.int32),
         stopped_B=jnp.zeros((B,), bool),
         done_B=~real_B,
@@ -273,7 +273,7 @@ def _generate_padded(model: Model, tokens_BP, context_lengths_B, real_B, rng,
             return (state.step < end) & ~jnp.all(state.done_B)
 
         def body(state: _DecodeState, slot_S=slot_S):
-            last_B1 = jax.lax.dynamic_slice_in_dim(state.tokens_BG, state.step - 1, 1, axis=1)
+            last_B1 = jax.lax.dynamic_slice_in_dim(state.tokens_BW, state.step - 1, 1, axis=1)
             cache_index = P + state.step - 1
             positions_B1 = (context_lengths_B + state.step - 1)[:, None]
             # Each row sees its own prompt slots [start, P) and everything decoded so far.
@@ -285,7 +285,7 @@ def _generate_padded(model: Model, tokens_BP, context_lengths_B, real_B, rng,
             return _record(state, logits_B1V[:, 0], rng, settings, greedy, filtered)
 
         state = jax.lax.while_loop(cond, body, state)
-    return (state.tokens_BG, state.logprobs_BG, state.policy_logprobs_BG, state.lengths_B,
+    return (state.tokens_BW, state.logprobs_BW, state.policy_logprobs_BW, state.lengths_B,
             state.stopped_B)
 
 

@@ -28,7 +28,8 @@ import numpy as np
 
 from rl_reason import checkpoint as ckpt_lib
 from rl_reason import config_check, metrics as metrics_lib, sharding, train_step
-from rl_reason import plot, run_setup
+from rl_reason import evaluate as evaluate_lib
+from rl_reason import models, plot, run_setup
 from rl_reason.methods import make_method
 from rl_reason.methods.base import Outcome, Sample, StepContext, TokenScores
 from rl_reason.models import Model
@@ -75,12 +76,12 @@ class Trainer:
         self.row_multiple = c.optim.num_minibatches * sharding.data_parallel_size(self.mesh)
         self.method = make_method(c.method_name, c, self.tokenizer)
 
-        self.stream, self.eval_records = run_setup.make_data(c)
+        self.stream, self.eval_records = run_setup.make_data(c, self.tokenizer)
         self.verifier = run_setup.make_verifier(c.verifier)
         self.engine = RolloutEngine(
             self.tokenizer, self.verifier, c.rollout,
-            stop_token_ids=run_setup.stop_token_ids(self.tokenizer, self.model_config),
-            pad_id=run_setup.pad_id(self.tokenizer), mesh=self.mesh, timer=self.timer)
+            stop_token_ids=models.stop_token_ids(self.tokenizer, self.model_config),
+            pad_id=models.pad_token_id(self.tokenizer), mesh=self.mesh, timer=self.timer)
         self.base_rng = jax.random.PRNGKey(c.seed)
         self.held_out: dict = {}
 
@@ -317,7 +318,7 @@ class Trainer:
         with self.timer.phase("build_batch"):
             batch = batch_lib.collate(rows, row_multiple=self.row_multiple,
                                       seq_bucket=c.train.seq_bucket,
-                                      pad_id=run_setup.pad_id(self.tokenizer))
+                                      pad_id=self.engine.pad_id)
             minibatches = batch_lib.split_minibatches(
                 batch, c.optim.num_minibatches, np.random.default_rng([c.seed, self.step]))
         with self.timer.phase("logprobs"):
@@ -344,12 +345,12 @@ class Trainer:
             return {}
         with self.timer.phase("eval"):
             model = Model(self.state.params, self.model_config)
-            metrics = run_setup.evaluate(
+            metrics = evaluate_lib.held_out_metrics(
                 model, self.tokenizer, self.eval_records, self.config,
                 rng=jax.random.fold_in(self.base_rng, 10**9 + self.step), mesh=self.mesh,
                 verifier=self.verifier, stop_ids=self.engine.stop_token_ids,
-                pad=self.engine.pad_id,
-                out_path=os.path.join(self.workdir, "eval", f"step_{self.step}.jsonl"))
+                pad=self.engine.pad_id, eval_dir=os.path.join(self.workdir, "eval"),
+                step=self.step)
         self.held_out = dict(metrics, step=self.step)
         return metrics
 

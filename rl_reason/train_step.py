@@ -32,25 +32,30 @@ class TrainState:
     skipped: jax.Array     # updates not applied (non-finite or over the norm limit)
 
 
-def make_optimizer(optim) -> optax.GradientTransformation:
-    """AdamW with linear warm-up to a constant rate, after global-norm clipping."""
+def lr_schedule(optim) -> optax.Schedule:
+    """Learning rate by optimizer update: linear warm-up from 0 over
+    `optim.warmup_steps` updates, then constant `optim.learning_rate`."""
     warmup = max(int(optim.warmup_steps), 0)
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, optim.learning_rate, max(warmup, 1)),
+    if not warmup:
+        return optax.constant_schedule(optim.learning_rate)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, optim.learning_rate, warmup),
          optax.constant_schedule(optim.learning_rate)], [warmup])
+
+
+def make_optimizer(optim) -> optax.GradientTransformation:
+    """AdamW on lr_schedule(optim), after global-norm clipping."""
     parts = []
     if optim.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(optim.grad_clip))
-    parts.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2,
+    parts.append(optax.adamw(lr_schedule(optim), b1=optim.b1, b2=optim.b2,
                              weight_decay=optim.weight_decay))
     return optax.chain(*parts)
 
 
 def learning_rate(optim, update_count: int) -> float:
-    warmup = max(int(optim.warmup_steps), 0)
-    if warmup and update_count < warmup:
-        return optim.learning_rate * update_count / warmup
-    return optim.learning_rate
+    """The rate the optimizer applies at update `update_count` (for the logs)."""
+    return float(lr_schedule(optim)(update_count))
 
 
 def state_shardings(params_shardings, optimizer, abstract_params, mesh):

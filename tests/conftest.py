@@ -34,7 +34,7 @@ def build_tiny_policy(path: str, seed: int = 0) -> str:
     config = models.ModelConfig(
         family="qwen3", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
         num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16, tie_embeddings=True,
-        max_position_embeddings=512, eos_token_id=tokenizer_builder.stop_token_ids(tok),
+        max_position_embeddings=512, eos_token_id=models.stop_token_ids(tok),
         pad_token_id=tok.pad_token_id)
     models.save(models.init(config, seed=seed), path)
     return path

@@ -74,6 +74,12 @@ def test_unknown_key_cannot_be_set():
     ("verifier.name", "regex", "verifier.name='regex'"),
     ("loss.overlong_buffer", 64, "overlong_buffer=64"),
     ("optim.num_minibatches", 3, "not divisible by optim.num_minibatches=3"),
+    ("eval.attempts", -1, "eval.attempts must be >= 0"),
+    ("eval.attempt_feedback", "system", "eval.attempt_feedback='system'"),
+    ("eval.attempt_temperature", -0.5, "eval.attempt_temperature must be >= 0"),
+    ("eval.prefix_fraction", 1.0, "eval.prefix_fraction=1.0 must be in (0, 1)"),
+    ("eval.prefix_samples", 0, "eval.prefix_samples must be >= 1"),
+    ("eval.temperature", 0.0, "eval.temperature must be > 0"),
 ])
 def test_bad_settings_are_named(key, value, message):
     c = grpo.get_config("")
@@ -94,3 +100,18 @@ def test_batch_must_divide_over_the_mesh():
     c.mesh.update(data=3, fsdp=1, tensor=1)
     with pytest.raises(ConfigError, match="does not fit 8 devices"):
         check(c, num_devices=8)
+
+
+def test_eval_modes_config_matches_the_evaluator():
+    """Every eval key reaches EvalSettings, and a valid config builds valid settings."""
+    from rl_reason.evaluation.settings import EvalSettings
+
+    c = grpo.get_config("")
+    c.unlock()
+    c.eval.update(attempts=3, attempt_feedback="verifier", attempt_temperature=0.4,
+                  misleading_prefix=True, prefix_fraction=0.25, prefix_samples=16)
+    check(c, num_devices=1)
+    settings = EvalSettings.from_config(c)
+    assert (settings.attempts, settings.attempt_feedback, settings.attempt_temperature,
+            settings.misleading_prefix, settings.prefix_fraction, settings.prefix_samples) == (
+        3, "verifier", 0.4, True, 0.25, 16)

@@ -1,4 +1,5 @@
-"""End to end on a tiny random model: structure of the outputs and the metric math."""
+"""End to end on a tiny random model: structure of the outputs and the metric math,
+every mode through the real sampler, and the command line with a run config."""
 
 import json
 import os
@@ -7,8 +8,10 @@ import sys
 
 import pytest
 
-from rl_reason import evaluate, evaluation_metrics, models
-from rl_reason.data import sources, tokenizer_builder
+from configs import grpo
+from rl_reason import evaluate, evaluation_metrics, models, run_setup
+from rl_reason.data import sources, synthetic, tokenizer_builder
+from rl_reason.evaluation import misleading_prefix
 from rl_reason.verifiers import VerifyResult
 
 PROBLEMS = [("What is 2+3?", "5"), ("What is 7*6?", "42"), ("What is 9-4?", "5")]
@@ -20,7 +23,7 @@ def checkpoint(tmp_path_factory):
     corpus = [f"{q}\nPlease reason step by step. \\boxed{{{a}}}" for q, a in PROBLEMS] * 20
     tokenizer = tokenizer_builder.build_tokenizer(corpus, path, vocab_size=300)
     config = models.get_preset("tiny-qwen3", vocab_size=len(tokenizer),
-                               eos_token_id=tokenizer_builder.stop_token_ids(tokenizer),
+                               eos_token_id=models.stop_token_ids(tokenizer),
                                pad_token_id=tokenizer.pad_token_id)
     models.save(models.init(config, seed=0), path)
     return path
@@ -50,17 +53,25 @@ def test_run_writes_results_generations_and_table(checkpoint, data_file, tmp_pat
     # The same shapes as the next test (one compilation each for greedy and sampled
     # decoding), with a batch split across two sampler calls.
     settings = evaluate.EvalSettings(num_samples=4, ks=(1, 2, 4), max_new_tokens=12, temperature=1.0,
-                                     multi_attempt=2, batch_size=6)
+                                     attempts=2, misleading_prefix=True, prefix_samples=4,
+                                     batch_size=6)
     [summary] = evaluate.run(checkpoint, [data_file], settings, out_dir=str(tmp_path),
                              verifier_name="exact_int")
     metrics = summary["metrics"]
     assert summary["settings"]["temperature"] == 1.0 and summary["settings"]["ks"] == (1, 2, 4)
     assert summary["verifier"]["name"] == "exact_int"
     for key in ("greedy_accuracy", "avg@4", "pass@1", "pass@2", "pass@4", "avg@2", "maj@4",
-                "multi_attempt@1", "multi_attempt@2", "verifier_no_answer", "truncation_rate"):
+                "attempts@1", "attempts@2", "attempts_answer_repeat_rate", "verifier_no_answer",
+                "truncation_rate"):
         assert 0.0 <= metrics[key] <= max(1.0, metrics[key]), key
-    assert metrics["num_problems"] == 3
-    assert metrics["multi_attempt@1"] <= metrics["multi_attempt@2"]
+    assert metrics["num_problems"] == 3 and metrics["attempts_context_overflow"] == 0
+    assert metrics["attempts@1"] <= metrics["attempts@2"]
+    # One row per mined problem (a random policy rarely boxes a wrong answer).
+    prefixes_file = tmp_path / misleading_prefix.PREFIXES_FILE
+    assert summary["misleading_prefixes"] == str(prefixes_file)
+    mined = misleading_prefix.load_prefixes(str(prefixes_file))
+    assert len(mined) == 3
+    assert metrics["misleading_prefix_problems"] == sum(p is not None for p in mined.values())
     with open(tmp_path / "tiny_bench.json") as f:
         assert json.load(f)["metrics"] == pytest.approx(metrics)
     with open(tmp_path / "results.json") as f:
@@ -68,14 +79,15 @@ def test_run_writes_results_generations_and_table(checkpoint, data_file, tmp_pat
     rows = _read_jsonl(tmp_path / "tiny_bench.generations.jsonl")
     modes = [row["mode"] for row in rows]
     assert modes.count("greedy") == 3 and modes.count("sample") == 12
-    unsolved_first = sum(1 for row in rows if row["mode"] == "multi_attempt" and row["attempt"] == 1
+    unsolved_first = sum(1 for row in rows if row["mode"] == "attempts" and row["attempt"] == 1
                          and row["status"] != "correct")
-    assert modes.count("multi_attempt") == 3 + unsolved_first
+    assert modes.count("attempts") == 3 + unsolved_first
+    assert modes.count("misleading_prefix") == metrics["misleading_prefix_problems"]
     assert all(row["num_tokens"] <= 12 for row in rows)
     statuses = sum(metrics[f"verifier_{s}"] for s in ("correct", "wrong", "no_answer", "timeout", "error"))
     assert statuses == len(rows)
     table = capsys.readouterr().out
-    assert "tiny_bench" in table and "pass@4" in table and "multi_attempt@2" in table
+    assert "tiny_bench" in table and "pass@4" in table and "attempts@2" in table
 
 
 def test_metrics_match_the_written_generations(checkpoint, data_file):
@@ -84,8 +96,8 @@ def test_metrics_match_the_written_generations(checkpoint, data_file):
     settings = evaluate.EvalSettings(num_samples=4, ks=(1, 2, 4), max_new_tokens=12, temperature=1.0,
                                      batch_size=6)
     result = evaluate.evaluate_model(model, tokenizer, records, settings, verifier=LengthParityVerifier(),
-                                     stop_token_ids=tokenizer_builder.stop_token_ids(tokenizer),
-                                     pad_id=tokenizer.pad_token_id, rng=3)
+                                     stop_token_ids=models.stop_token_ids(tokenizer),
+                                     pad_id=models.pad_token_id(tokenizer), rng=3)
     samples = [row for row in result.generations if row["mode"] == "sample"]
     correct = [[False] * 4 for _ in records]
     answers = [[None] * 4 for _ in records]
@@ -103,8 +115,8 @@ def test_metrics_match_the_written_generations(checkpoint, data_file):
     assert 0 < sum(map(sum, correct)) < 12
     # Same seed, same samples.
     again = evaluate.evaluate_model(model, tokenizer, records, settings, verifier=LengthParityVerifier(),
-                                    stop_token_ids=tokenizer_builder.stop_token_ids(tokenizer),
-                                    pad_id=tokenizer.pad_token_id, rng=3)
+                                    stop_token_ids=models.stop_token_ids(tokenizer),
+                                    pad_id=models.pad_token_id(tokenizer), rng=3)
     assert [r["response"] for r in again.generations] == [r["response"] for r in result.generations]
 
 
@@ -113,6 +125,15 @@ def test_settings_validation_and_checkpoint_resolution(checkpoint, tmp_path):
         evaluate.EvalSettings(num_samples=4, ks=(1, 8))
     with pytest.raises(ValueError, match="temperature > 0"):
         evaluate.EvalSettings(temperature=0.0)
+    with pytest.raises(ValueError, match="temperature > 0"):
+        evaluate.EvalSettings(num_samples=0, misleading_prefix=True, temperature=0.0)
+    with pytest.raises(ValueError, match="attempt_feedback='system'"):
+        evaluate.EvalSettings(attempts=2, attempt_feedback="system")
+    with pytest.raises(ValueError, match="prefix_fraction=1.0"):
+        evaluate.EvalSettings(misleading_prefix=True, prefix_fraction=1.0)
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        evaluate.EvalSettings(num_samples=0, greedy=False)
+    assert evaluate.EvalSettings(num_samples=0, greedy=False, attempts=3).attempts == 3
     workdir = tmp_path / "workdir"
     os.symlink(checkpoint, workdir / "hf") if workdir.mkdir() is None else None
     assert evaluate.resolve_checkpoint(str(workdir)) == str(workdir / "hf")
@@ -180,3 +201,64 @@ def test_command_line(checkpoint, data_file, tmp_path):
         summary = json.load(f)
     assert summary["data_keys"] == {"problem_key": "input", "answer_key": "target.value"}
     assert summary["metrics"]["num_problems"] == 3
+
+
+class AlwaysSevenVerifier:
+    """Every response is wrong with the answer 7: each later attempt repeats a rejected one."""
+
+    def verify_batch(self, responses, answers):
+        return [VerifyResult(0.0, "wrong", "7") for _ in responses]
+
+
+def test_attempts_with_verifier_feedback_through_the_sampler(checkpoint, data_file):
+    model, tokenizer = models.load(checkpoint), models.load_tokenizer(checkpoint)
+    settings = evaluate.EvalSettings(num_samples=0, greedy=False, attempts=3,
+                                     attempt_feedback="verifier", attempt_temperature=0.4,
+                                     max_new_tokens=12, batch_size=6)
+    result = evaluate.evaluate_model(model, tokenizer, sources.load_records(data_file), settings,
+                                     verifier=AlwaysSevenVerifier(), rng=0,
+                                     stop_token_ids=models.stop_token_ids(tokenizer),
+                                     pad_id=tokenizer.pad_token_id)
+    m = result.metrics
+    assert (m["attempts@1"], m["attempts@2"], m["attempts@3"]) == (0.0, 0.0, 0.0)
+    assert m["attempts_answer_repeat_rate"] == 1.0 and m["attempts_later_answers"] == 6
+    assert "greedy_accuracy" not in m and m["verifier_wrong"] == 9
+    assert sorted((r["problem"], r["attempt"]) for r in result.generations) == [
+        (p, a) for p in range(3) for a in (1, 2, 3)]
+
+
+def test_held_out_records_follow_the_config():
+    config = grpo.get_config("")
+    config.unlock()
+    config.data.update(embedded_levels=(2, 3), embedded_eval_size=10)
+    config.eval.max_problems = 6
+    records = run_setup.held_out_records(config)
+    assert records == synthetic.held_out_records(10, levels=(2, 3))[:6]
+    assert {r.meta["level"] for r in records} <= {2, 3}
+    config.data.train = "train.jsonl"     # a training file and no eval files: no held-out set
+    assert run_setup.held_out_records(config) == []
+
+
+def test_command_line_evaluates_the_config_held_out_records(tiny_policy, tmp_path):
+    """With --config and no --data: the trainer's held-out records (levels and size from
+    the config), its verifier, and the mode flags."""
+    command = [sys.executable, "-m", "rl_reason.evaluate", "--config=configs/grpo.py",
+               "--config.data.embedded_levels=(2,)", "--config.data.embedded_eval_size=5",
+               f"--checkpoint={tiny_policy}", "--num_samples=0", "--max_new_tokens=4",
+               "--attempts=2", "--attempt_feedback=verifier", "--attempt_temperature=0.4",
+               "--misleading_prefix", "--prefix_samples=2", "--temperature=1.0",
+               f"--out={tmp_path}"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=root).stdout
+    assert evaluate.EMBEDDED_NAME in output and "attempts@2" in output
+    with open(tmp_path / f"{evaluate.EMBEDDED_NAME}.json") as f:
+        summary = json.load(f)
+    assert summary["verifier"]["name"] == "exact_int"          # the config's
+    assert summary["metrics"]["num_problems"] == 5
+    settings = summary["settings"]
+    assert (settings["attempts"], settings["attempt_feedback"], settings["attempt_temperature"],
+            settings["misleading_prefix"], settings["prefix_samples"]) == (2, "verifier", 0.4, True, 2)
+    rows = _read_jsonl(tmp_path / f"{evaluate.EMBEDDED_NAME}.generations.jsonl")
+    expected = synthetic.held_out_records(5, levels=(2,))
+    assert [row["id"] for row in rows if row["mode"] == "greedy"] == [r.id for r in expected]
+    assert os.path.exists(tmp_path / misleading_prefix.PREFIXES_FILE)

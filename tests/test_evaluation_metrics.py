@@ -4,6 +4,7 @@ from fractions import Fraction
 import pytest
 
 from rl_reason.evaluation_metrics import (
+    attempt_metrics,
     avg_at_k,
     maj_at_k,
     majority_answer,
@@ -89,3 +90,35 @@ def test_shape_errors():
         mean_pass_at_k([], 1)
     with pytest.raises(ValueError, match="same shape"):
         maj_at_k([["1"]], [[T], [F]], 1)
+
+
+def test_attempt_metrics_by_hand():
+    episodes = [
+        [("7", T)],                                   # solved at 1
+        [("12", F), (" 12 ", F), ("10", T)],          # a repeat (spacing ignored), solved at 3
+        [("\\dfrac12", F), (None, F), ("\\frac12", F)],  # no answer skipped; \dfrac = \frac
+        [("4", F), ("5", F), ("6", F)],               # three different wrong answers
+        [],                                           # overflowed before its first attempt
+    ]
+    metrics = attempt_metrics(episodes, 3)
+    assert metrics == {
+        "attempts@1": 1 / 5, "attempts@2": 1 / 5, "attempts@3": 2 / 5,
+        # Later attempts with an answer: " 12 " (repeat), "10", \frac12 (repeat), "5", "6".
+        "attempts_answer_repeat_rate": 2 / 5, "attempts_repeated_answers": 2,
+        "attempts_later_answers": 5}
+
+
+def test_attempt_metrics_repeat_rate_without_later_answers_is_zero():
+    metrics = attempt_metrics([[("3", T)], [("4", F), (None, F)]], 2)
+    assert metrics["attempts_answer_repeat_rate"] == 0.0 and metrics["attempts_later_answers"] == 0
+    assert (metrics["attempts@1"], metrics["attempts@2"]) == (0.5, 0.5)
+
+
+@pytest.mark.parametrize("episodes, max_attempts, message", [
+    ([], 2, "no episodes"),
+    ([[("1", F), ("2", F), ("3", F)]], 2, "at most max_attempts=2"),
+    ([[("1", T), ("2", F)]], 2, "a correct attempt must end its episode"),
+])
+def test_attempt_metrics_rejects_impossible_episodes(episodes, max_attempts, message):
+    with pytest.raises(ValueError, match=message):
+        attempt_metrics(episodes, max_attempts)

@@ -40,7 +40,7 @@ def test_build_writes_a_complete_loadable_checkpoint(built):
     model, tok = models.load(out), models.load_tokenizer(out)
     assert model.config.vocab_size == len(tok) == TINY.vocab_size
     assert model.config.hidden_size == TINY.hidden and model.config.num_layers == TINY.layers
-    assert tuple(model.config.eos_token_id) == tokenizer_builder.stop_token_ids(tok)
+    assert tuple(model.config.eos_token_id) == models.stop_token_ids(tok) == (1, 3)
     assert model.config.pad_token_id == tok.pad_token_id == 0
     assert tok.chat_template == tokenizer_builder.CHAT_TEMPLATE
     logits = models.logits(model, np.array([tok.encode("What is 2+3?")]))
@@ -66,7 +66,7 @@ def test_stats_file_has_the_histogram_and_settings(built):
     assert written["held_out_problems"] == TINY.eval_held_out_problems
     assert written["version"] == pretrain.VERSION
     assert written["settings"] == json.loads(json.dumps(dataclasses.asdict(TINY)))
-    assert written["stop_token_ids"] == [3, 1]
+    assert written["stop_token_ids"] == [1, 3]  # <|endoftext|>, <|im_end|>
 
 
 def test_ensure_returns_the_cache_without_rebuilding(built, monkeypatch):

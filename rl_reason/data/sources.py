@@ -36,6 +36,9 @@ integer columns that have gaps as floats). A list holding one answer is that ans
 answer holding GSM8K's "<worked solution>\n#### 1,234" is the text after the last
 "####", with thousands separators of a number dropped ("1234"). An empty problem or
 answer counts as missing.
+
+A file that cannot be read this way raises DataError (a ValueError) naming the file
+and the line, row or item; a missing file raises errors.MissingPathError.
 """
 
 import json
@@ -48,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from rl_reason.data.record import Record, problem_id
+from rl_reason.errors import MissingPathError, UserError
 
 PROBLEM_ALIASES = ("problem", "question", "prompt")
 ANSWER_ALIASES = ("answer", "ground_truth", "reward_model.ground_truth", "final_answer", "solution")
@@ -58,6 +62,11 @@ SOURCE_FIELD = "data_source"
 _VERL_PROBLEM, _VERL_ANSWER = "prompt", "reward_model.ground_truth"
 
 _MISSING = object()
+
+
+class DataError(UserError, ValueError):
+    """A data file (or spec) that cannot be read as problem/answer records; the message
+    names the file and the line, row or item."""
 
 
 def load_records(
@@ -74,16 +83,16 @@ def load_records(
     if spec_text.startswith("tfds:"):
         name, sep, split = spec_text[len("tfds:"):].rpartition("/")
         if not sep or not name or not split:
-            raise ValueError(f"{spec_text!r}: TFDS specs are 'tfds:NAME/SPLIT', e.g. 'tfds:gsm8k/train'")
+            raise DataError(f"{spec_text!r}: TFDS specs are 'tfds:NAME/SPLIT', e.g. 'tfds:gsm8k/train'")
         return read_tfds(name, split, data_dir=data_dir, **keys)
     if data_dir is not None:
-        raise ValueError(f"{spec_text}: data_dir applies to 'tfds:' specs only")
+        raise DataError(f"{spec_text}: data_dir applies to 'tfds:' specs only")
     suffix = os.path.splitext(spec_text)[1].lower()
     if suffix in (".jsonl", ".json"):
         return read_jsonl(spec_text, **keys)
     if suffix == ".parquet":
         return read_parquet(spec_text, **keys)
-    raise ValueError(
+    raise DataError(
         f"{spec_text}: unsupported file type {suffix!r}; use .jsonl, .json, .parquet or 'tfds:NAME/SPLIT'"
     )
 
@@ -117,7 +126,7 @@ def read_parquet(
     try:
         table = pq.read_table(path)
     except pyarrow.ArrowException as e:
-        raise ValueError(f"{path}: not a readable Parquet file: {e}") from e
+        raise DataError(f"{path}: not a readable Parquet file: {e}") from e
     rows = ((f"{path}: row {i}", row) for i, row in enumerate(table.to_pylist(), 1))
     return _records_from_rows(rows, path, problem_key, answer_key, id_key)
 
@@ -148,18 +157,18 @@ def read_tfds(
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         # tfds' own message lists every registered dataset; the useful part is where we looked.
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{where}: no dataset {name!r} under data_dir={data_dir or 'the TFDS default'}"
         ) from None
     if not builder.is_prepared():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{where}: dataset not prepared under {builder.data_dir}; prepare it first with "
             "download_and_prepare(file_format='array_record') (nothing is downloaded at run time)"
         )
     try:
         data = builder.as_data_source(split=split)
     except (ValueError, KeyError, NotImplementedError) as e:
-        raise ValueError(f"{where}: {e}") from e
+        raise DataError(f"{where}: {e}") from e
     rows = _tfds_rows(data, where)
     return _records_from_rows(rows, where, problem_key, answer_key, id_key, default_source=name)
 
@@ -172,7 +181,7 @@ def _tfds_rows(data: Any, where: str, chunk: int = 1024) -> Iterator[tuple[str, 
             try:
                 row = _plain(example)
             except UnicodeDecodeError as e:
-                raise ValueError(
+                raise DataError(
                     f"{where}: row {i}: a text feature is not UTF-8 ({e.reason} at byte {e.start})"
                 ) from None
             yield f"{where}: row {i}", row
@@ -181,9 +190,11 @@ def _tfds_rows(data: Any, where: str, chunk: int = 1024) -> Iterator[tuple[str, 
 def _existing_file(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingPathError(f"{path}: no such file")
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: not a file")
+        raise DataError(f"{path}: not a file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: not readable (permission denied)")
     return path
 
 
@@ -195,13 +206,13 @@ def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+                raise DataError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: invalid JSON ({e.msg}, column {e.colno})") from None
+                raise DataError(f"{where}: invalid JSON ({e.msg}, column {e.colno})") from None
             yield where, row
 
 
@@ -210,11 +221,11 @@ def _json_array_rows(path: str) -> Iterator[tuple[str, Any]]:
         with open(path, encoding="utf-8") as f:
             items = json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
+        raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not isinstance(items, list):
-        raise ValueError(f"{path}: expected a JSON array of objects, got {type(items).__name__}")
+        raise DataError(f"{path}: expected a JSON array of objects, got {type(items).__name__}")
     for i, row in enumerate(items, 1):
         yield f"{path}: item {i}", row
 
@@ -231,12 +242,12 @@ def _records_from_rows(
     records, fields = [], None
     for where, row in rows:
         if not isinstance(row, Mapping):
-            raise ValueError(f"{where}: expected an object with named fields, got {type(row).__name__}")
+            raise DataError(f"{where}: expected an object with named fields, got {type(row).__name__}")
         if fields is None:
             fields = _resolve_fields(row, problem_key, answer_key, where)
         records.append(_to_record(row, *fields, id_key, where, default_source))
     if not records:
-        raise ValueError(f"{path}: no records")
+        raise DataError(f"{path}: no records")
     return records
 
 
@@ -251,7 +262,7 @@ def _resolve_fields(
         ("answer", answer, ANSWER_ALIASES, "answer_key"),
     ):
         if found is None:
-            raise ValueError(
+            raise DataError(
                 f"{where}: no {role} field; looked for {', '.join(aliases)} among the row's fields "
                 f"{sorted(row)}; pass {option}=... (dots for nested fields)"
             )
@@ -266,13 +277,13 @@ def _to_record(
     if chat is not None:
         users = [m for m in chat if m.get("role") == "user"]
         if not users:
-            raise ValueError(f"{where}: the chat in field {problem_key!r} has no user message")
+            raise DataError(f"{where}: the chat in field {problem_key!r} has no user message")
         raw_problem = users[-1].get("content")
     if _is_blank(raw_problem):
-        raise ValueError(f"{where}: missing problem (field {problem_key!r})")
+        raise DataError(f"{where}: missing problem (field {problem_key!r})")
     if not isinstance(raw_problem, str):
         kind = type(raw_problem).__name__
-        raise ValueError(f"{where}: problem (field {problem_key!r}) must be text, got {kind}")
+        raise DataError(f"{where}: problem (field {problem_key!r}) must be text, got {kind}")
 
     answer = _answer_text(_lookup(row, answer_key), answer_key, where)
 
@@ -281,9 +292,9 @@ def _to_record(
     else:
         raw_id = _lookup(row, id_key)
         if _is_blank(raw_id):
-            raise ValueError(f"{where}: missing id (field {id_key!r})")
+            raise DataError(f"{where}: missing id (field {id_key!r})")
         if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
-            raise ValueError(f"{where}: id (field {id_key!r}) must be text or an integer, got {raw_id!r:.80}")
+            raise DataError(f"{where}: id (field {id_key!r}) must be text or an integer, got {raw_id!r:.80}")
         record_id = str(raw_id)
 
     source = row.get(SOURCE_FIELD)
@@ -302,7 +313,7 @@ def _answer_text(value: Any, key: str, where: str) -> str:
     if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
     if isinstance(value, bool):
-        raise ValueError(f"{where}: answer (field {key!r}) is a boolean ({value}); expected text or a number")
+        raise DataError(f"{where}: answer (field {key!r}) is a boolean ({value}); expected text or a number")
     if isinstance(value, float):
         if math.isnan(value):
             value = None
@@ -313,16 +324,16 @@ def _answer_text(value: Any, key: str, where: str) -> str:
     if isinstance(value, float):
         return repr(value)
     if _is_blank(value):
-        raise ValueError(f"{where}: missing answer (field {key!r})")
+        raise DataError(f"{where}: missing answer (field {key!r})")
     if not isinstance(value, str):
         kind = type(value).__name__
-        raise ValueError(
+        raise DataError(
             f"{where}: answer (field {key!r}) must be text or a number, got {kind}: {value!r:.80}"
         )
     if _GSM8K_MARK in value:
         value = value.rpartition(_GSM8K_MARK)[2].strip()
         if not value:
-            raise ValueError(f"{where}: missing answer after {_GSM8K_MARK!r} (field {key!r})")
+            raise DataError(f"{where}: missing answer after {_GSM8K_MARK!r} (field {key!r})")
         if _GROUPED_NUMBER.fullmatch(value):
             value = value.replace(",", "")
     return value.strip()

@@ -15,6 +15,10 @@ Retired records (ExGRPO retires questions the policy always solves) keep their p
 in every permutation but are skipped when reached, so retiring changes which records
 a batch holds but not the order of the others, and the set of retired ids is part of
 state().
+
+Records that cannot serve as a stream (too few to fill a batch, one id for two
+problems) or a saved position taken on other records or another seed raise
+sources.DataError, so the command line reports them as the user's to fix.
 """
 
 import hashlib
@@ -25,6 +29,7 @@ import numpy as np
 from absl import logging
 
 from rl_reason.data.record import Record, normalize_problem
+from rl_reason.data.sources import DataError
 
 _STATE_KEYS = ("epoch", "index", "seed", "shuffle", "fingerprint", "retired")
 
@@ -54,7 +59,7 @@ class PromptStream:
             raise ValueError(f"PromptStream: num_epochs must be >= 1 or None (endless), got {num_epochs}")
         kept, dropped, conflicting = _dedup(records) if dedup else (list(records), 0, 0)
         if len(kept) < batch_size:
-            raise ValueError(
+            raise DataError(
                 f"PromptStream: {len(kept)} distinct records (after dropping {dropped} duplicates) "
                 f"cannot fill a batch of {batch_size}"
             )
@@ -154,14 +159,14 @@ class PromptStream:
                 f"PromptStream.restore: state lacks {missing}; expected keys {list(_STATE_KEYS)}"
             )
         if state["fingerprint"] != self.fingerprint:
-            raise ValueError(
+            raise DataError(
                 f"PromptStream.restore: dataset fingerprint {state['fingerprint']} in the state does not "
                 f"match this stream's {self.fingerprint}: the records (or their order, or dedup) changed "
                 "since the checkpoint; resuming would serve a different sequence"
             )
         for key in ("seed", "shuffle"):
             if state[key] != getattr(self, key):
-                raise ValueError(
+                raise DataError(
                     f"PromptStream.restore: state has {key}={state[key]!r}, "
                     f"this stream {key}={getattr(self, key)!r}"
                 )
@@ -212,7 +217,7 @@ def _check_unique_ids(records: Sequence[Record]) -> None:
     for record in records:
         other = seen.setdefault(record.id, record)
         if other is not record and normalize_problem(other.problem) != normalize_problem(record.problem):
-            raise ValueError(
+            raise DataError(
                 f"PromptStream: id {record.id!r} is used by different problems (sources {other.source!r} and "
                 f"{record.source!r}); give unique ids or leave id_key unset to id records by problem text"
             )

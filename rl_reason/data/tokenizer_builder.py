@@ -10,7 +10,7 @@ Design, Qwen-like so the same code paths serve it and a real Qwen tokenizer:
   characters never seen in the corpus, encodes and decode(encode(x)) == x;
 - special tokens <|pad|> (id 0, the sampler's default pad id), <|endoftext|> (eos),
   <|im_start|> and <|im_end|> (chat turns; <|im_end|> closes an assistant turn and is
-  a stop token alongside <|endoftext|>);
+  a stop token alongside <|endoftext|>: see models.stop_token_ids);
 - a ChatML chat template as in Qwen, without Qwen's default system prompt (shorter
   prompts on CPU).
 """
@@ -117,10 +117,3 @@ def _write_legacy_files(path: str) -> None:
     with open(os.path.join(path, "special_tokens_map.json"), "w") as f:
         json.dump(special, f, indent=2)
 
-
-def stop_token_ids(tokenizer) -> tuple[int, ...]:
-    """Ids that end a response: the end of the assistant turn and end of text."""
-    ids = tuple(tokenizer.convert_tokens_to_ids(t) for t in (IM_END, EOS))
-    if any(i is None or i == tokenizer.unk_token_id for i in ids):
-        raise ValueError(f"tokenizer_builder.stop_token_ids: tokenizer lacks {IM_END} or {EOS}")
-    return ids

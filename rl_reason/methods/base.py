@@ -190,8 +190,9 @@ class Method:
 
     def loss_config(self) -> LossConfig:
         """This step's policy-loss settings (asked every step; each distinct value
-        compiles the update once). Methods with their own loss (R3L's REINFORCE, the
-        clip dropped once mixing is on) override."""
+        compiles the update once), from `config.loss` (docs/methods.md, "GRPO" and
+        "Off-policy tokens"). Methods with their own loss (R3L's REINFORCE, the clip
+        dropped once mixing is on) override."""
         return loss_config_from(self.config)
 
     def needs_reference(self) -> bool:

@@ -1,4 +1,4 @@
-"""GRPO (docs/methods.md section 0) with the DAPO and Dr.GRPO switches."""
+"""GRPO (docs/methods.md, "GRPO") with the DAPO and Dr.GRPO switches."""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@
     models.save(model, "/out/export")                     # loadable by transformers
     config = models.read_config("/ckpt/Qwen3-4B-Base")    # config.json only, no weights
     tok = models.load_tokenizer("/ckpt/Qwen3-4B-Base")
+    stops = models.stop_token_ids(tok, model.config)      # EOS + end-of-turn ids
+    pad = models.pad_token_id(tok)
 
     config = models.get_preset("tiny-qwen3")              # or a ModelConfig(...)
     model = models.init(config, seed=0)
@@ -19,10 +21,11 @@ from rl_reason.models.config import ModelConfig, RopeScaling
 from rl_reason.models.hf import load, read_config, save
 from rl_reason.models.model import Model, init, logits
 from rl_reason.models.presets import get_preset
-from rl_reason.models.tokenizer import apply_chat, load_tokenizer, save_tokenizer
+from rl_reason.models.tokenizer import (apply_chat, load_tokenizer, pad_token_id,
+                                        save_tokenizer, stop_token_ids)
 
 __all__ = [
     "ModelConfig", "RopeScaling", "Model", "init", "logits", "load", "read_config", "save",
     "get_preset",
-    "load_tokenizer", "save_tokenizer", "apply_chat",
+    "load_tokenizer", "save_tokenizer", "apply_chat", "stop_token_ids", "pad_token_id",
 ]

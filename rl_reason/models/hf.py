@@ -33,6 +33,7 @@ import safetensors
 import safetensors.numpy
 from jax.experimental import multihost_utils
 
+from rl_reason.errors import CheckpointFolderError
 from rl_reason.models import hf_config
 from rl_reason.models.config import ModelConfig
 from rl_reason.models.model import Model
@@ -120,13 +121,17 @@ def read_config(path: str) -> ModelConfig:
 def _read_config_json(path: str) -> tuple[ModelConfig, dict]:
     file = os.path.join(path, CONFIG_FILE)
     if not os.path.isfile(file):
-        raise ValueError(f"{file}: missing; a Hugging Face checkpoint folder needs a config.json")
+        raise CheckpointFolderError(f"{file}: missing; a Hugging Face checkpoint folder needs "
+                                    "a config.json")
     try:
         with open(file) as f:
             raw = json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{file}: not valid JSON ({e})") from e
-    return hf_config.from_hf_config(raw, source=file), raw
+        raise CheckpointFolderError(f"{file}: not valid JSON ({e})") from e
+    try:
+        return hf_config.from_hf_config(raw, source=file), raw
+    except ValueError as e:  # every such error is about this file's content
+        raise CheckpointFolderError(str(e)) from None
 
 
 def _weight_map(path: str) -> dict[str, str]:
@@ -137,14 +142,15 @@ def _weight_map(path: str) -> dict[str, str]:
             with open(index) as f:
                 weight_map = json.load(f)["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{index}: not a valid safetensors index (needs 'weight_map'): "
-                             f"{e}") from e
+            raise CheckpointFolderError(f"{index}: not a valid safetensors index (needs "
+                                        f"'weight_map'): {e}") from e
         return {name: os.path.join(path, file) for name, file in weight_map.items()}
     single = os.path.join(path, SINGLE_FILE)
     files = [single] if os.path.isfile(single) else sorted(
         os.path.join(path, f) for f in os.listdir(path) if f.endswith(".safetensors"))
     if not files:
-        raise ValueError(f"{path}: no {SINGLE_FILE}, {INDEX_FILE} or other *.safetensors file")
+        raise CheckpointFolderError(f"{path}: no {SINGLE_FILE}, {INDEX_FILE} or other "
+                                    "*.safetensors file")
     weight_map = {}
     for file in files:
         with _open_safetensors(file) as f:
@@ -155,11 +161,12 @@ def _weight_map(path: str) -> dict[str, str]:
 @contextlib.contextmanager
 def _open_safetensors(file: str):
     if not os.path.isfile(file):
-        raise ValueError(f"{file}: missing safetensors file")
+        raise CheckpointFolderError(f"{file}: missing safetensors file")
     try:
         handle = safetensors.safe_open(file, framework="numpy")
     except Exception as e:  # the Rust binding raises its own SafetensorError and others
-        raise ValueError(f"{file}: corrupt or unreadable safetensors file ({e})") from e
+        raise CheckpointFolderError(f"{file}: corrupt or unreadable safetensors file "
+                                    f"({e})") from e
     with handle as f:
         yield f
 
@@ -198,11 +205,12 @@ def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None,
     shardings: None (default device), a pytree of jax.sharding.Sharding mirroring the
       parameter tree, or a callable (path_tuple, shape) -> Sharding, where path_tuple
       is e.g. ('layers', 'q') and shape the full stacked shape.
-    Raises ValueError naming the file and tensor for a missing file or tensor, a
-    corrupt safetensors file, a shape mismatch or an unsupported config.
+    Raises errors.CheckpointFolderError (a ValueError) naming the file and tensor for a
+    missing file or tensor, a corrupt safetensors file, a shape mismatch or an
+    unsupported config.
     """
     if not os.path.isdir(path):
-        raise ValueError(f"hf.load: checkpoint folder {path!r} does not exist")
+        raise CheckpointFolderError(f"hf.load: checkpoint folder {path!r} does not exist")
     config = read_config(path)
     param_dtype = param_dtype or config.param_dtype
     config = config.replace(param_dtype=param_dtype, dtype=dtype or param_dtype)
@@ -215,8 +223,8 @@ def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None,
                         if n not in expected and n not in ignorable
                         and not n.endswith("rotary_emb.inv_freq"))
     if unexpected:
-        raise ValueError(f"{path}: unexpected tensor(s) {unexpected[:5]} for a "
-                         f"{config.family} model as described by {CONFIG_FILE}")
+        raise CheckpointFolderError(f"{path}: unexpected tensor(s) {unexpected[:5]} for a "
+                                    f"{config.family} model as described by {CONFIG_FILE}")
 
     target = np.dtype(jnp.dtype(config.param_dtype))
     params: dict[str, Any] = {"layers": {}}
@@ -228,8 +236,9 @@ def load(path: str, *, dtype: str | None = None, param_dtype: str | None = None,
             host = np.empty(full_shape, target)
             for i, name in enumerate(names):
                 if name not in weight_map:
-                    raise ValueError(f"{path}: tensor {name!r} is missing from the checkpoint "
-                                     f"(needed for parameter {'/'.join(leaf.path)})")
+                    raise CheckpointFolderError(
+                        f"{path}: tensor {name!r} is missing from the checkpoint "
+                        f"(needed for parameter {'/'.join(leaf.path)})")
                 file = weight_map[name]
                 if file not in handles:
                     handles[file] = stack.enter_context(_open_safetensors(file))
@@ -252,14 +261,15 @@ def _read_tensor(handle, file: str, name: str, hf_shape: tuple[int, ...]) -> np.
     try:
         shape = tuple(handle.get_slice(name).get_shape())
     except Exception as e:
-        raise ValueError(f"{file}: tensor {name!r} is not in this file ({e})") from e
+        raise CheckpointFolderError(f"{file}: tensor {name!r} is not in this file "
+                                    f"({e})") from e
     if shape != hf_shape:
-        raise ValueError(f"{file}: tensor {name!r} has shape {shape}, expected {hf_shape} "
-                         f"from {CONFIG_FILE}")
+        raise CheckpointFolderError(f"{file}: tensor {name!r} has shape {shape}, expected "
+                                    f"{hf_shape} from {CONFIG_FILE}")
     try:
         return handle.get_tensor(name)
     except Exception as e:
-        raise ValueError(f"{file}: cannot read tensor {name!r} ({e})") from e
+        raise CheckpointFolderError(f"{file}: cannot read tensor {name!r} ({e})") from e
 
 
 # ----------------------------------------------------------------------------- save

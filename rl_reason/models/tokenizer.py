@@ -1,7 +1,8 @@
-"""Tokenizers of checkpoint folders, and chat formatting.
+"""Tokenizers of checkpoint folders, their stop and pad ids, and chat formatting.
 
     tok = load_tokenizer("/ckpt/Qwen3-4B-Base")
     prompt = apply_chat(tok, [{"role": "user", "content": "What is 2+2?"}])
+    stops, pad = stop_token_ids(tok, model_config), pad_token_id(tok)
 
 Loading never touches the network: the folder must hold the tokenizer files
 (tokenizer.json / tokenizer_config.json, or a slow tokenizer's vocabulary files).
@@ -22,6 +23,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from rl_reason.errors import CheckpointFolderError
+
 if TYPE_CHECKING:  # transformers is imported on use: it costs seconds at import time
     import transformers
 
@@ -33,12 +36,47 @@ def load_tokenizer(path: str) -> transformers.PreTrainedTokenizerBase:
     import transformers
 
     if not os.path.isdir(path):
-        raise ValueError(f"tokenizer.load_tokenizer: folder {path!r} does not exist")
+        raise CheckpointFolderError(f"tokenizer.load_tokenizer: folder {path!r} does not exist")
     try:
         return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, TypeError) as e:
-        raise ValueError(f"tokenizer.load_tokenizer: no loadable tokenizer files in {path!r} "
-                         f"({e})") from e
+        raise CheckpointFolderError(f"tokenizer.load_tokenizer: no loadable tokenizer files in "
+                                    f"{path!r} ({e})") from e
+
+
+# Tokens that close an assistant turn or a text in the supported families: ChatML's
+# (Qwen, the embedded tokenizer), Llama 3 instruct's end of turn, end of text.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>")
+
+
+def stop_token_ids(tokenizer: transformers.PreTrainedTokenizerBase,
+                   model_config=None) -> tuple[int, ...]:
+    """The ids that end a response, sorted: the EOS ids of `model_config` (a
+    ModelConfig, when given), the tokenizer's EOS, and every END_OF_TURN_TOKENS entry
+    the vocabulary has. A base model's config names only end of text, yet a chat
+    prompt's answer ends at the end-of-turn token, so both stop generation."""
+    ids = set(model_config.eos_token_ids) if model_config is not None else set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    for token in END_OF_TURN_TOKENS:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        # An unknown token maps to None or to the unk id, depending on the tokenizer.
+        if isinstance(token_id, int) and token_id >= 0 and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    if not ids:
+        raise CheckpointFolderError(
+            "neither the model config nor the tokenizer names an end-of-sequence token, and "
+            f"the vocabulary has none of {END_OF_TURN_TOKENS}: generation would never stop")
+    return tuple(sorted(ids))
+
+
+def pad_token_id(tokenizer: transformers.PreTrainedTokenizerBase) -> int:
+    """The id that fills padding: the tokenizer's pad token, else its EOS, else 0.
+    Padded positions are masked everywhere, so any id in the vocabulary serves."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
 
 
 def save_tokenizer(tokenizer: transformers.PreTrainedTokenizerBase, path: str) -> None:

@@ -1,7 +1,7 @@
 """Decoder-only transformer as a pure function over a plain parameter pytree.
 
-Shape legend: B batch, T query length, S key/cache length, D model dim, H query
-heads, K kv heads, E head dim, F MLP dim, V vocab, L layers.
+Shape letters as in rl_reason/__init__.py (here T is the query length and S the key /
+cache length).
 
 Parameters (per-layer arrays are stacked on a leading L axis and scanned over, so
 compile time does not grow with depth):
@@ -20,9 +20,9 @@ The KV cache is an explicit pytree {'k': L x [B, K, E, S], 'v': L x [B, K, S, E]
 array per layer, so a decode step writes its new token in place without moving the
 rest of the cache) passed in and returned. Both are heads-major and keys are stored
 transposed, so a decode step's scores (q . k over E) and output (p . v over S) each
-reduce over a non-minor axis: 0.56 ms against 2.24 ms per layer for the token-major
-[B, S, K, E] layout (benchmarks/decode_attention.py, batch 64, 80 slots, CPU), and
-plain matmuls without a transpose on accelerators. The cached path takes the layers stacked
+reduce over a non-minor axis: several times faster on CPU than the token-major
+[B, S, K, E] layout (benchmarks/decode_attention.py; figures in the README), and plain
+matmuls without a transpose on accelerators. The cached path takes the layers stacked
 or already split by `unstack_layers` (the sampler splits them once, outside its
 loop). Callers say which slots each query may attend to with a boolean mask
 [B, T, S], so left padding, prompts of different lengths and continuation all reduce
@@ -123,15 +123,16 @@ def apply_rope(x_BTNE, cos_sin):
 
 def _einsum_attention(q_BTHE, k, v, mask_BTS, k_axes: str, v_axes: str):
     """Masked softmax attention as two einsums; k_axes / v_axes name the key and value
-    layouts in einsum letters (b batch, s slot, k kv head, e head dim)."""
+    layouts in einsum letters (b batch, s slot, k kv head, q query heads per kv head,
+    e head dim)."""
     B, T, H, E = q_BTHE.shape
     K = k.shape[k_axes.index("k")]
     q = q_BTHE.reshape(B, T, K, H // K, E)
-    scores = jnp.einsum(f"btkge,{k_axes}->bkgts", q, k,
+    scores = jnp.einsum(f"btkqe,{k_axes}->bkqts", q, k,
                         preferred_element_type=jnp.float32) / math.sqrt(E)
     scores = jnp.where(mask_BTS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum(f"bkgts,{v_axes}->btkge", probs, v)
+    out = jnp.einsum(f"bkqts,{v_axes}->btkqe", probs, v)
     return out.reshape(B, T, H, E)
 
 
@@ -147,11 +148,11 @@ def _cached_attention(q_BTHE, k_BKES, v_BKSE, mask_BTS):
         # faster than the einsum on CPU (benchmarks/decode_attention.py).
         B, _, H, E = q_BTHE.shape
         K = k_BKES.shape[1]
-        q_BKGE1 = q_BTHE.reshape(B, K, H // K, E, 1).astype(jnp.float32)
-        scores = jnp.sum(q_BKGE1 * k_BKES[:, :, None], axis=3) / math.sqrt(E)  # [B,K,G,S]
+        q_BKQE1 = q_BTHE.reshape(B, K, H // K, E, 1).astype(jnp.float32)
+        scores = jnp.sum(q_BKQE1 * k_BKES[:, :, None], axis=3) / math.sqrt(E)  # [B,K,Q,S]
         scores = jnp.where(mask_BTS[:, :, None, :], scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(v_BKSE.dtype)
-        out = jnp.sum(probs[..., None] * v_BKSE[:, :, None], axis=3)           # [B,K,G,E]
+        out = jnp.sum(probs[..., None] * v_BKSE[:, :, None], axis=3)           # [B,K,Q,E]
         return out.reshape(B, 1, H, E)
     return _einsum_attention(q_BTHE, k_BKES, v_BKSE, mask_BTS, "bkes", "bkse")
 
@@ -219,9 +220,9 @@ def hidden_states(params: Params, config: ModelConfig, tokens_BT, positions_BT, 
         new_cache = None
     else:
         # Layers unrolled over per-layer caches: each cache buffer is updated in place.
-        # A stacked [L, ...] cache in a scan carry was sliced out and written back per
-        # layer, moving the whole cache twice per decode step (286 ms vs 79 ms of
-        # matmuls per step at batch 256 on CPU).
+        # A stacked [L, ...] cache in a scan carry is sliced out and written back per
+        # layer, moving the whole cache twice per decode step (on CPU at batch 256,
+        # more than three times the time of the step's matmuls).
         new_cache = {"k": [], "v": []}
         layers = params["layers"]
         if not isinstance(layers, list):

@@ -1,6 +1,7 @@
 """Group advantage estimators, DAPO overlong shaping and group statistics.
 
-Legend: P prompts, G responses per prompt, N members of a flat batch, S group slots.
+Shape letters as in rl_reason/__init__.py: P prompts, G responses per prompt, M members
+of a flat batch, J groups.
 
 Who shares a group is said in one of two ways:
 
@@ -8,7 +9,7 @@ Who shares a group is said in one of two ways:
 - rewards of any shape plus group_ids of the same shape: members in any order and
   groups of any size (ExGRPO / LTE put extra members into a group, R3L adds
   single-member experiences). Ids must lie in [0, num_groups); num_groups defaults
-  to the number of members, which is enough for ids 0..N-1.
+  to the number of members, which is enough for ids 0..M-1.
 
 `valid` (same shape, bool) drops members from the statistics, e.g. groups removed
 by dynamic sampling or padding rows; dropped members get advantage 0. Everything
@@ -42,7 +43,7 @@ def _check_group_ids(group_ids, num_groups: int):
 
 
 def _flat_groups(values, group_ids, valid, num_groups):
-    """Flattened values_N, group_ids_N, valid_N, the static group count and the shape."""
+    """Flattened values_M, group_ids_M, valid_M, the static group count and the shape."""
     values = jnp.asarray(values)
     shape = values.shape
     if group_ids is None:
@@ -72,36 +73,36 @@ def _flat_groups(values, group_ids, valid, num_groups):
             max(num_groups, 1), shape)
 
 
-def _gather(per_group_S, group_ids_N):
-    return jnp.take(per_group_S, group_ids_N, mode="fill", fill_value=jnp.nan)
+def _gather(per_group_J, group_ids_M):
+    return jnp.take(per_group_J, group_ids_M, mode="fill", fill_value=jnp.nan)
 
 
-def _group_mean_std(rewards_N, group_ids_N, valid_N, num_groups):
+def _group_mean_std(rewards_M, group_ids_M, valid_M, num_groups):
     """Per-member group count, mean and unbiased std over the valid members."""
-    w_N = valid_N.astype(jnp.float32)
-    count_S = jax.ops.segment_sum(w_N, group_ids_N, num_groups)
+    w_M = valid_M.astype(jnp.float32)
+    count_J = jax.ops.segment_sum(w_M, group_ids_M, num_groups)
     # where, not a product with the mask: a NaN reward on a dropped member must not leak.
-    rewards_N = jnp.where(valid_N, rewards_N, 0.0)
-    sum_S = jax.ops.segment_sum(rewards_N, group_ids_N, num_groups)
-    mean_S = sum_S / jnp.maximum(count_S, 1.0)
-    centred_N = jnp.where(valid_N, rewards_N - _gather(mean_S, group_ids_N), 0.0)
-    sq_S = jax.ops.segment_sum(centred_N * centred_N, group_ids_N, num_groups)
-    std_S = jnp.sqrt(sq_S / jnp.maximum(count_S - 1.0, 1.0))
-    return (_gather(count_S, group_ids_N), _gather(mean_S, group_ids_N),
-            _gather(std_S, group_ids_N))
+    rewards_M = jnp.where(valid_M, rewards_M, 0.0)
+    sum_J = jax.ops.segment_sum(rewards_M, group_ids_M, num_groups)
+    mean_J = sum_J / jnp.maximum(count_J, 1.0)
+    centred_M = jnp.where(valid_M, rewards_M - _gather(mean_J, group_ids_M), 0.0)
+    sq_J = jax.ops.segment_sum(centred_M * centred_M, group_ids_M, num_groups)
+    std_J = jnp.sqrt(sq_J / jnp.maximum(count_J - 1.0, 1.0))
+    return (_gather(count_J, group_ids_M), _gather(mean_J, group_ids_M),
+            _gather(std_J, group_ids_M))
 
 
 def grpo_advantages(rewards, group_ids=None, valid=None, *, num_groups=None,
                     norm_by_std: bool = True, eps: float = 1e-6) -> jax.Array:
     """A = (r - mean) / (std + eps); norm_by_std=False is Dr.GRPO's A = r - mean."""
-    r_N, ids_N, valid_N, S, shape = _flat_groups(rewards, group_ids, valid, num_groups)
-    r_N = r_N.astype(jnp.float32)
-    count_N, mean_N, std_N = _group_mean_std(r_N, ids_N, valid_N, S)
-    single_N = count_N <= 1
-    adv_N = r_N - jnp.where(single_N, 0.0, mean_N)
+    r_M, ids_M, valid_M, J, shape = _flat_groups(rewards, group_ids, valid, num_groups)
+    r_M = r_M.astype(jnp.float32)
+    count_M, mean_M, std_M = _group_mean_std(r_M, ids_M, valid_M, J)
+    single_M = count_M <= 1
+    adv_M = r_M - jnp.where(single_M, 0.0, mean_M)
     if norm_by_std:
-        adv_N = adv_N / jnp.where(single_N, 1.0, std_N + eps)
-    return jnp.where(valid_N, adv_N, 0.0).reshape(shape)
+        adv_M = adv_M / jnp.where(single_M, 1.0, std_M + eps)
+    return jnp.where(valid_M, adv_M, 0.0).reshape(shape)
 
 
 def rloo_advantages(rewards, group_ids=None, valid=None, *,
@@ -110,28 +111,28 @@ def rloo_advantages(rewards, group_ids=None, valid=None, *,
     if group_ids is None and jnp.ndim(rewards) == 2 and jnp.shape(rewards)[1] < 2:
         raise ValueError("rloo needs at least 2 responses per group (G >= 2): with G=1 there "
                          "is no other member to form the leave-one-out baseline")
-    r_N, ids_N, valid_N, S, shape = _flat_groups(rewards, group_ids, valid, num_groups)
-    r_N = r_N.astype(jnp.float32)
-    count_N, mean_N, _ = _group_mean_std(r_N, ids_N, valid_N, S)
-    single_N = count_N <= 1
-    adv_N = jnp.where(single_N, r_N, count_N / jnp.maximum(count_N - 1.0, 1.0) * (r_N - mean_N))
-    return jnp.where(valid_N, adv_N, 0.0).reshape(shape)
+    r_M, ids_M, valid_M, J, shape = _flat_groups(rewards, group_ids, valid, num_groups)
+    r_M = r_M.astype(jnp.float32)
+    count_M, mean_M, _ = _group_mean_std(r_M, ids_M, valid_M, J)
+    single_M = count_M <= 1
+    adv_M = jnp.where(single_M, r_M, count_M / jnp.maximum(count_M - 1.0, 1.0) * (r_M - mean_M))
+    return jnp.where(valid_M, adv_M, 0.0).reshape(shape)
 
 
 def r3l_advantages(rewards, group_ids=None, valid=None, *, num_groups=None,
                    max_reward: float, alpha: float = 3.0) -> jax.Array:
-    """R3L positive amplification (METHODS.md section 3 item 5), no std.
+    """R3L positive amplification (docs/methods.md, "R3L", item 5), no std.
 
     A = 1 for a trajectory reaching max_reward (the best reward the task can give),
     alpha * (r - b) when r >= b, r - b otherwise; b = group mean (0 when alone).
     """
-    r_N, ids_N, valid_N, S, shape = _flat_groups(rewards, group_ids, valid, num_groups)
-    r_N = r_N.astype(jnp.float32)
-    count_N, mean_N, _ = _group_mean_std(r_N, ids_N, valid_N, S)
-    delta_N = r_N - jnp.where(count_N <= 1, 0.0, mean_N)
-    adv_N = jnp.where(r_N >= max_reward, 1.0,
-                      jnp.where(delta_N >= 0, alpha * delta_N, delta_N))
-    return jnp.where(valid_N, adv_N, 0.0).reshape(shape)
+    r_M, ids_M, valid_M, J, shape = _flat_groups(rewards, group_ids, valid, num_groups)
+    r_M = r_M.astype(jnp.float32)
+    count_M, mean_M, _ = _group_mean_std(r_M, ids_M, valid_M, J)
+    delta_M = r_M - jnp.where(count_M <= 1, 0.0, mean_M)
+    adv_M = jnp.where(r_M >= max_reward, 1.0,
+                      jnp.where(delta_M >= 0, alpha * delta_M, delta_M))
+    return jnp.where(valid_M, adv_M, 0.0).reshape(shape)
 
 
 ADVANTAGE_ESTIMATORS: dict[str, Callable[..., jax.Array]] = {
@@ -171,12 +172,12 @@ def constant_group_mask(rewards, group_ids=None, valid=None, *, num_groups=None)
 
     Such groups carry no signal under grpo/rloo; DAPO's dynamic sampling drops them.
     """
-    r_N, ids_N, valid_N, S, shape = _flat_groups(rewards, group_ids, valid, num_groups)
-    r_N = r_N.astype(jnp.float32)
-    hi_S = jax.ops.segment_max(jnp.where(valid_N, r_N, -jnp.inf), ids_N, S)
-    lo_S = jax.ops.segment_min(jnp.where(valid_N, r_N, jnp.inf), ids_N, S)
-    constant_N = _gather(hi_S, ids_N) == _gather(lo_S, ids_N)
-    return (constant_N & valid_N).reshape(shape)
+    r_M, ids_M, valid_M, J, shape = _flat_groups(rewards, group_ids, valid, num_groups)
+    r_M = r_M.astype(jnp.float32)
+    hi_J = jax.ops.segment_max(jnp.where(valid_M, r_M, -jnp.inf), ids_M, J)
+    lo_J = jax.ops.segment_min(jnp.where(valid_M, r_M, jnp.inf), ids_M, J)
+    constant_M = _gather(hi_J, ids_M) == _gather(lo_J, ids_M)
+    return (constant_M & valid_M).reshape(shape)
 
 
 def group_pass_stats(correct, group_ids=None, valid=None, *,
@@ -185,19 +186,19 @@ def group_pass_stats(correct, group_ids=None, valid=None, *,
 
     correct: bool per member (the caller decides what passing means, e.g. reward == 1).
     """
-    c_N, ids_N, valid_N, S, _ = _flat_groups(correct, group_ids, valid, num_groups)
-    w_N = valid_N.astype(jnp.float32)
-    count_S = jax.ops.segment_sum(w_N, ids_N, S)
-    passed_S = jax.ops.segment_sum(c_N.astype(jnp.float32) * w_N, ids_N, S)
-    present_S = count_S > 0
-    none_S = present_S & (passed_S == 0)
-    all_S = present_S & (passed_S == count_S)
-    mixed_S = present_S & ~none_S & ~all_S
-    num_present = jnp.sum(present_S)
+    c_M, ids_M, valid_M, J, _ = _flat_groups(correct, group_ids, valid, num_groups)
+    w_M = valid_M.astype(jnp.float32)
+    count_J = jax.ops.segment_sum(w_M, ids_M, J)
+    passed_J = jax.ops.segment_sum(c_M.astype(jnp.float32) * w_M, ids_M, J)
+    present_J = count_J > 0
+    none_J = present_J & (passed_J == 0)
+    all_J = present_J & (passed_J == count_J)
+    mixed_J = present_J & ~none_J & ~all_J
+    num_present = jnp.sum(present_J)
     denominator = jnp.maximum(num_present, 1).astype(jnp.float32)
     return {
-        "none_pass_fraction": jnp.sum(none_S) / denominator,
-        "all_pass_fraction": jnp.sum(all_S) / denominator,
-        "mixed_fraction": jnp.sum(mixed_S) / denominator,
+        "none_pass_fraction": jnp.sum(none_J) / denominator,
+        "all_pass_fraction": jnp.sum(all_J) / denominator,
+        "mixed_fraction": jnp.sum(mixed_J) / denominator,
         "num_groups": num_present,
     }

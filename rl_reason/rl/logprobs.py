@@ -1,6 +1,6 @@
 """Per-token log-probs (and entropies) of a batch under the policy, for the loss.
 
-Legend: B batch, T tokens, D model dim, V vocab, C chunk length, N number of chunks.
+Shape letters as in rl_reason/__init__.py (C chunk length, U chunks).
 
 Outputs are aligned with the tokens: logp_BT[b, t] = log p(tokens[b, t] | tokens[b, :t])
 and entropy_BT[b, t] is the entropy of that same predictive distribution. Position 0,
@@ -59,24 +59,24 @@ def token_logprobs(model_params, config: ModelConfig, tokens_BT, valid_BT, tempe
                                           with_entropy)
     else:
         C = chunk_size
-        N = -(-predicted // C)
-        pad = N * C - predicted
-        h_NBCD = jnp.pad(h_BTD, ((0, 0), (0, pad), (0, 0)))
-        h_NBCD = h_NBCD.reshape(B, N, C, -1).transpose(1, 0, 2, 3)
-        targets_NBC = jnp.pad(targets_BT, ((0, 0), (0, pad))).reshape(B, N, C).transpose(1, 0, 2)
+        U = -(-predicted // C)
+        pad = U * C - predicted
+        h_UBCD = jnp.pad(h_BTD, ((0, 0), (0, pad), (0, 0)))
+        h_UBCD = h_UBCD.reshape(B, U, C, -1).transpose(1, 0, 2, 3)
+        targets_UBC = jnp.pad(targets_BT, ((0, 0), (0, pad))).reshape(B, U, C).transpose(1, 0, 2)
 
         # Checkpointed so the scan keeps only each chunk's hidden states for the
         # backward pass, not its [B, C, V] log-softmax.
         chunk = jax.checkpoint(_chunk_logp, static_argnums=(1, 5))
-        logp_NBC, entropy_NBC = jax.lax.map(
+        logp_UBC, entropy_UBC = jax.lax.map(
             lambda xs: chunk(model_params, config, xs[0], xs[1], temperature, with_entropy),
-            (h_NBCD, targets_NBC))
+            (h_UBCD, targets_UBC))
 
-        def unchunk(x_NBC):
-            return x_NBC.transpose(1, 0, 2).reshape(B, N * C)[:, :predicted]
+        def unchunk(x_UBC):
+            return x_UBC.transpose(1, 0, 2).reshape(B, U * C)[:, :predicted]
 
-        logp_BT = unchunk(logp_NBC)
-        entropy_BT = None if entropy_NBC is None else unchunk(entropy_NBC)
+        logp_BT = unchunk(logp_UBC)
+        entropy_BT = None if entropy_UBC is None else unchunk(entropy_UBC)
 
     has_prediction_BT = valid_BT[:, 1:] & valid_BT[:, :-1]
 

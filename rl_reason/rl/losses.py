@@ -9,7 +9,8 @@ Per trained token (loss_mask_BT > 0) the policy term is
                              rho = exp(logp - old_logp); dual clip caps it at -A*c for A<0
     on-policy,  'reinforce': -A*logp                        (R3L; no ratio)
     off-policy (either):     -A * f(w), w = exp(logp - behaviour_logp), never clipped
-                             f(w) = w/(w+gamma)  off_policy_weight='shaped' (docs/methods.md 0b)
+                             f(w) = w/(w+gamma)  off_policy_weight='shaped' (docs/methods.md,
+                                                 "Off-policy tokens")
                              f(w) = w            'ratio' (plain importance sampling)
                              -A * logp           'none' (no importance correction)
 

@@ -11,7 +11,7 @@ package imports JAX: the workers start from `rl_reason.verifiers.worker`.
 """
 
 from rl_reason.verifiers.exact_int import ExactIntVerifier, parse_integer
-from rl_reason.verifiers.extract import extract_answer
+from rl_reason.verifiers.extract import cut_after_first_box, extract_answer
 from rl_reason.verifiers.math import MathVerifier, verify_batch
 from rl_reason.verifiers.pool import TaskOutcome, WorkerPool, default_num_workers
 from rl_reason.verifiers.result import STATUSES, VerifyResult, count_statuses
@@ -35,6 +35,7 @@ __all__ = [
     "VerifyResult",
     "WorkerPool",
     "count_statuses",
+    "cut_after_first_box",
     "default_num_workers",
     "extract_answer",
     "make_verifier",

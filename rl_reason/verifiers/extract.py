@@ -17,6 +17,9 @@ Rules:
   markdown bold or heading around it) gives the rest of that line, with a wrapping
   `$...$` and a trailing period removed.
 - Nothing found, or only empty answers: None.
+
+`cut_after_first_box` ends a response at its first box by the same rules: a
+multi-attempt episode's attempt is the text up to its first complete answer.
 """
 
 import re
@@ -30,8 +33,9 @@ _TOKEN_END = re.compile(r"[\s${}]")
 _ANSWER_PREFIXES = ("final answer", "answer")
 
 
-def _box_content(text: str, start: int, bound: int) -> str | None:
-    """Content of the box whose macro starts at `start`, if it closes before `bound`."""
+def _box_span(text: str, start: int, bound: int) -> tuple[str, int] | None:
+    """(content, end) of the box whose macro starts at `start`, if it closes before
+    `bound`; `end` is just past its closing brace (or its brace-less token)."""
     macro_end = _BOX_START.match(text, start).end()
     first = _NOT_SPACE.search(text, macro_end, bound)
     if first is None:
@@ -41,7 +45,8 @@ def _box_content(text: str, start: int, bound: int) -> str | None:
         if open_at == macro_end:  # `\boxed5` is not the brace-less form.
             return None
         token_end = _TOKEN_END.search(text, open_at, bound)
-        return text[open_at : token_end.start() if token_end else bound].rstrip(".,;:")
+        end = token_end.start() if token_end else bound
+        return text[open_at:end].rstrip(".,;:"), end
     depth = 0
     for match in _BRACE_OR_ESCAPE.finditer(text, open_at, bound):
         char = match.group()
@@ -50,23 +55,42 @@ def _box_content(text: str, start: int, bound: int) -> str | None:
         elif char == "}":
             depth -= 1
             if depth == 0:
-                return text[open_at + 1 : match.start()]
+                return text[open_at + 1 : match.start()], match.end()
     return None
+
+
+def _answer_boxes(text: str, *, last: bool):
+    """(content, end) of each box an answer can come from, last box first if `last`.
+
+    A box that does not close before the next box's start cannot close after it
+    either (its braces would have to close the later box first), so each scan stops
+    at the following start and the scans cover disjoint spans: linear time. The same
+    bound makes `\\boxed{\\boxed{5}}` give the inner box's 5. Empty boxes are skipped.
+    """
+    starts = [match.start() for match in _BOX_START.finditer(text)]
+    bounds = starts[1:] + [len(text)]
+    pairs = zip(reversed(starts), reversed(bounds)) if last else zip(starts, bounds)
+    for start, bound in pairs:
+        span = _box_span(text, start, bound)
+        if span is not None and span[0].strip():
+            yield span[0].strip(), span[1]
 
 
 def _last_box(text: str) -> str | None:
-    starts = [match.start() for match in _BOX_START.finditer(text)]
-    # A box that does not close before the next box's start cannot close after it
-    # either (its braces would have to close the later box first), so each scan
-    # stops at the following start and the scans cover disjoint spans: linear time.
-    # The same bound makes `\boxed{\boxed{5}}` give the inner box's 5.
-    bound = len(text)
-    for start in reversed(starts):
-        content = _box_content(text, start, bound)
-        if content is not None and content.strip():
-            return content.strip()
-        bound = start
-    return None
+    return next((content for content, _ in _answer_boxes(text, last=True)), None)
+
+
+def cut_after_first_box(text: str) -> str:
+    """`text` up to the end of its first complete box with an answer (its closing
+    brace, or the token of a brace-less `\\boxed 5`); all of `text` when none closes.
+
+    Boxes are read as `extract_answer` reads them (nested and escaped braces, empty
+    boxes skipped), so the extracted answer of the cut text is its first answer.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"cut_after_first_box expects a str, got {type(text).__name__}")
+    first = next(_answer_boxes(text, last=False), None)
+    return text if first is None else text[:first[1]]
 
 
 def _answer_line(text: str) -> str | None:

@@ -1,10 +1,11 @@
-"""Tokenizer folders and chat formatting (no network: the tokenizer is built here)."""
+"""Tokenizer folders, stop and pad ids, chat formatting (no network: tokenizers are built here)."""
 
 import pytest
 import tokenizers
 import transformers
 
 from rl_reason import models
+from rl_reason.errors import CheckpointFolderError, UserError
 from rl_reason.models import tokenizer as tokenizer_lib
 
 WORDS = ["what", "is", "2", "+", "?", "User:", "Assistant:", "System:", "be", "brief"]
@@ -60,7 +61,52 @@ def test_bad_messages_are_refused(messages):
 
 
 def test_missing_or_empty_tokenizer_folder(tmp_path):
-    with pytest.raises(ValueError, match="does not exist"):
+    # The user's to fix (the checkpoint folder), and still a ValueError for callers.
+    with pytest.raises(CheckpointFolderError, match="does not exist") as info:
         models.load_tokenizer(str(tmp_path / "nowhere"))
+    assert isinstance(info.value, (UserError, ValueError))
     with pytest.raises(ValueError, match="no loadable tokenizer files"):
         tokenizer_lib.load_tokenizer(str(tmp_path))
+
+
+def word_tokenizer(words, **special) -> transformers.PreTrainedTokenizerFast:
+    """A word-level tokenizer over `words` (ids in order) with the given special tokens."""
+    core = tokenizers.Tokenizer(tokenizers.models.WordLevel(
+        {w: i for i, w in enumerate(words)}, unk_token=special.get("unk_token")))
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=core, **special)
+
+
+def test_stop_ids_are_the_config_and_tokenizer_eos_and_the_end_of_turn_tokens():
+    tok = build_tokenizer()   # <eos> = 1; no end-of-turn tokens (they map to <unk>)
+    assert models.stop_token_ids(tok) == (1,)
+    config = models.get_preset("tiny-qwen3", vocab_size=16, eos_token_id=(9, 4))
+    assert models.stop_token_ids(tok, config) == (1, 4, 9)
+    # A chat vocabulary without an unk token: the end-of-turn tokens present are stops.
+    chat = word_tokenizer(["a", "<|eot_id|>", "<|im_end|>", "<|endoftext|>"],
+                          eos_token="<|endoftext|>")
+    assert models.stop_token_ids(chat) == (1, 2, 3)
+
+
+def test_embedded_tokenizer_stops_at_end_of_turn_and_end_of_text(tmp_path):
+    from rl_reason.data import tokenizer_builder
+    tok = tokenizer_builder.build_tokenizer(["What is 2+3? \\boxed{5}"] * 4, str(tmp_path),
+                                            vocab_size=280)
+    im_end, eos = tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    assert models.stop_token_ids(tok) == tuple(sorted((im_end, eos)))
+    assert models.pad_token_id(tok) == tok.convert_tokens_to_ids("<|pad|>")
+
+
+def test_no_stop_token_at_all_is_refused():
+    bare = word_tokenizer(["a", "b"])
+    with pytest.raises(CheckpointFolderError, match="generation would never stop"):
+        models.stop_token_ids(bare)
+    config = models.get_preset("tiny-qwen3", vocab_size=16, eos_token_id=None)
+    with pytest.raises(ValueError, match="names an end-of-sequence token"):
+        models.stop_token_ids(bare, config)
+
+
+def test_pad_id_is_the_pad_token_else_eos_else_zero():
+    assert models.pad_token_id(word_tokenizer(["a", "<p>", "<e>"], pad_token="<p>",
+                                              eos_token="<e>")) == 1
+    assert models.pad_token_id(build_tokenizer()) == 1   # no pad token: <eos>
+    assert models.pad_token_id(word_tokenizer(["a", "b"])) == 0

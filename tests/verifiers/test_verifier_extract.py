@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from rl_reason.verifiers import extract_answer
+from rl_reason.verifiers import cut_after_first_box, extract_answer
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,32 @@ def test_pathological_text_is_linear(text, expected):
     start = time.monotonic()
     assert extract_answer(text) == expected
     assert time.monotonic() - start < 5.0
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("3+4=7. \\boxed{7} and then more \\boxed{8}", "3+4=7. \\boxed{7}"),
+        ("\\boxed{\\frac{1}{2}} tail", "\\boxed{\\frac{1}{2}}"),
+        ("\\boxed{\\{1, 2\\}} tail", "\\boxed{\\{1, 2\\}}"),
+        ("put it in \\boxed{} ... \\boxed{9}. Done", "put it in \\boxed{} ... \\boxed{9}"),
+        ("the answer is \\boxed 5. Then \\boxed{6}", "the answer is \\boxed 5."),
+        ("\\boxed{3 never closes \\boxed{4} x", "\\boxed{3 never closes \\boxed{4}"),
+        ("\\fbox{2}\\boxed{3}", "\\fbox{2}"),
+        ("no box at all", "no box at all"),
+        ("truncated \\boxed{1", "truncated \\boxed{1"),
+        ("", ""),
+    ],
+)
+def test_cut_after_first_box(text, expected):
+    cut = cut_after_first_box(text)
+    assert cut == expected
+    # The cut attempt's answer is the first answer of the whole text.
+    assert extract_answer(cut) == extract_answer(expected)
+
+
+def test_cut_after_first_box_is_linear():
+    text = "\\boxed{" * 200_000 + "\\boxed{1}" + "}" * 10
+    start = time.perf_counter()
+    assert cut_after_first_box(text).endswith("\\boxed{1}")
+    assert time.perf_counter() - start < 2.0
