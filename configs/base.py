@@ -39,6 +39,10 @@ def get_base_config() -> ml_collections.ConfigDict:
         # Difficulty levels of the embedded task used for training and held-out
         # evaluation (rl_reason/data/synthetic.py LEVELS, 1 = easiest).
         embedded_levels=(1, 2, 3, 4, 5, 6, 7, 8),
+        # Levels of the embedded held-out split, when they differ from the training
+        # levels (e.g. train on the easy levels, evaluate on them and the next ones);
+        # empty: data.embedded_levels.
+        embedded_eval_levels=(),
         # When retirement (or num_epochs) leaves fewer prompts than a step asks for:
         # 'stop' ends the run cleanly (final evaluation, checkpoint, export); 'shrink'
         # serves the prompts that are left, and stops when none are.

@@ -31,6 +31,9 @@ def check(c, num_devices: int | None = None) -> None:
 
     _require(c.method_name in METHODS,
              f"method_name={c.method_name!r}: known methods are {sorted(METHODS)}")
+    # A method with typed settings (`Settings.from_config`) checks its `method` block.
+    if METHODS[c.method_name].Settings is not None:
+        METHODS[c.method_name].Settings.from_config(c)
     _require(c.model.dtype in DTYPES, f"model.dtype={c.model.dtype!r}: one of {DTYPES}")
     _require(c.model.param_dtype in DTYPES,
              f"model.param_dtype={c.model.param_dtype!r}: one of {DTYPES}")
@@ -44,6 +47,10 @@ def check(c, num_devices: int | None = None) -> None:
     levels = tuple(c.data.embedded_levels)
     _require(bool(levels) and all(level in LEVELS for level in levels),
              f"data.embedded_levels={levels}: a non-empty subset of {sorted(LEVELS)}")
+    eval_levels = tuple(c.data.embedded_eval_levels)
+    _require(all(level in LEVELS for level in eval_levels),
+             f"data.embedded_eval_levels={eval_levels}: a subset of {sorted(LEVELS)} "
+             "(empty: data.embedded_levels)")
 
     _require(c.data.when_exhausted in WHEN_EXHAUSTED,
              f"data.when_exhausted={c.data.when_exhausted!r}: one of {WHEN_EXHAUSTED}")
@@ -76,10 +83,6 @@ def check(c, num_devices: int | None = None) -> None:
     _require(0 <= l.overlong_buffer < r.max_new_tokens,
              f"loss.overlong_buffer={l.overlong_buffer} must be in [0, rollout.max_new_tokens)")
     _require(l.max_refill_rounds >= 0, "loss.max_refill_rounds must be >= 0")
-
-    if c.method_name == "exgrpo":
-        from rl_reason.methods.exgrpo import Settings as ExGRPOSettings
-        ExGRPOSettings.from_config(c)
 
     o = c.optim
     _require(o.learning_rate > 0, "optim.learning_rate must be > 0")

@@ -132,15 +132,16 @@ def _load_records(data_config, spec: str) -> list:
 
 def held_out_records(config) -> list:
     """A run's held-out records: its data.eval files, else (training on the embedded
-    task) the embedded held-out split at data.embedded_levels and embedded_eval_size,
-    else none; the first eval.max_problems of them. The trainer and
+    task) the embedded held-out split at data.embedded_eval_levels (default: the
+    training levels) and embedded_eval_size, else none; the first eval.max_problems of
+    them. The trainer and
     `rl_reason.evaluate --config` both call this, so they score the same problems."""
     d = config.data
     if d.eval:
         held_out = [r for spec in d.eval for r in _load_records(d, spec)]
     elif not d.train:
-        held_out = synthetic.held_out_records(d.embedded_eval_size,
-                                               levels=tuple(d.embedded_levels))
+        held_out = synthetic.held_out_records(
+            d.embedded_eval_size, levels=tuple(d.embedded_eval_levels or d.embedded_levels))
     else:
         held_out = []
     if config.eval.max_problems:

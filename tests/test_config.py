@@ -2,7 +2,7 @@
 
 import pytest
 
-from configs import exgrpo, grpo
+from configs import exgrpo, failure_prefix, grpo, lte
 from rl_reason.config_check import ConfigError, check
 
 
@@ -10,6 +10,37 @@ from rl_reason.config_check import ConfigError, check
                                      "qwen3_4b", "tiny,dapo"])
 def test_grpo_variants_are_valid(variant):
     check(grpo.get_config(variant), num_devices=8)
+
+
+@pytest.mark.parametrize("variant", ["", "tiny", "tau025", "tau075", "plateau", "no_refresh",
+                                     "grpo", "qwen25_math_1p5b", "qwen3_4b", "tiny,tau075",
+                                     "qwen25_math_1p5b,no_refresh"])
+def test_failure_prefix_variants_are_valid(variant):
+    c = failure_prefix.get_config(variant)
+    check(c, num_devices=8)
+    assert c.method_name == ("grpo" if variant == "grpo" else "failure_prefix")
+
+
+def test_embedded_eval_levels_choose_the_held_out_levels():
+    from rl_reason import run_setup
+
+    c = grpo.get_config("tiny")
+    c.unlock()
+    c.data.update(embedded_levels=(1,), embedded_eval_size=8)
+    assert {r.meta["level"] for r in run_setup.held_out_records(c)} == {1}
+    c.data.embedded_eval_levels = (1, 2)
+    assert [r.meta["level"] for r in run_setup.held_out_records(c)] == [1, 2] * 4
+    c.data.embedded_eval_levels = (9,)
+    with pytest.raises(ConfigError, match=r"data.embedded_eval_levels=\(9,\)"):
+        check(c, num_devices=1)
+
+
+@pytest.mark.parametrize("variant", ["", "tiny", "qwen25_math_1p5b", "qwen3_4b",
+                                     "tiny,no_cap,no_concise"] + list(lte.VARIANTS))
+def test_lte_variants_are_valid(variant):
+    c = lte.get_config(variant)
+    assert c.method_name == "lte"
+    check(c, num_devices=8)
 
 
 EXGRPO_VARIANTS = ["", "tiny", "qwen25_math_1p5b", "qwen3_4b", *exgrpo.ABLATIONS,

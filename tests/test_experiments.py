@@ -78,6 +78,46 @@ def test_harness_smoke_sweep_writes_results_and_resumes(tiny_policy, tmp_path, c
 
 
 @pytest.mark.slow
+def test_failure_prefix_vs_grpo_smoke(tiny_policy, tmp_path):
+    import failure_prefix_vs_grpo
+
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    results = failure_prefix_vs_grpo.main([
+        "--smoke", f"--start={tiny_policy}", f"--out={out}", f"--runs={runs}",
+        "--config.eval.max_problems=4"])
+    assert set(results) == {"grpo", "failure_prefix", "failure_prefix_refresh"}
+    text = (out / "results.md").read_text()
+    assert "| grpo | 1 |" in text and "| failure_prefix_refresh seed 0 | 2 |" in text
+    assert (out / "curves.png").stat().st_size > 0
+    # The refresh arm mined twice, the others as their arm says.
+    lines = {arm: harness.read_lines(str(runs / arm / "seed0")) for arm in results}
+    mining = {arm: [m.get("failure_prefix/mining") for m in rows if "loss" in m]
+              for arm, rows in lines.items()}
+    assert mining == {"grpo": [None, None], "failure_prefix": [1, 0],
+                      "failure_prefix_refresh": [1, 1]}
+
+
+import lte_vs_grpo  # noqa: E402
+
+
+@pytest.mark.slow
+def test_lte_vs_grpo_smoke_writes_results_and_none_pass_table(tiny_policy, tmp_path):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    results = lte_vs_grpo.main(["--smoke", f"--start={tiny_policy}", f"--out={out}",
+                                f"--runs={runs}", "--config.eval.max_problems=4"])
+    assert set(results) == {"grpo", "lte", "grpo_extra_rollouts"}
+    text = (out / "results.md").read_text()
+    for arm in results:
+        assert f"| {arm} | 1 |" in text
+    assert "None-pass share of the fresh groups" in text
+    assert (out / "none_pass.md").read_text() in text
+    assert (out / "curves.png").stat().st_size > 0
+    # The control really is the LTE method without the hint.
+    config = json.loads((runs / "grpo_extra_rollouts" / "seed0" / "config.json").read_text())
+    assert config["method_name"] == "lte" and config["method"]["extra_prompt"] == "plain"
+
+
+@pytest.mark.slow
 def test_exgrpo_vs_grpo_smoke_runs_every_arm(tiny_policy, tmp_path):
     import exgrpo_vs_grpo
     assert [a.name for a in exgrpo_vs_grpo.ARMS] == ["grpo", "exgrpo", "exgrpo_no_shaping"]

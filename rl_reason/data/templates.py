@@ -8,7 +8,8 @@ so each method runs in distribution; tests pin the wording, so changing it is a
 deliberate act (and means rebuilding the embedded base policy: bump its version).
 
     plain             plain_prompt(question)
-    LTE               hint_prompt / concise_prompt / concise_hint_prompt
+    LTE               hint_prompt / concise_prompt / concise_hint_prompt (wrong answers,
+                      or NO_ANSWER_HINT when the failures gave none)
     multi-attempt     multi_attempt_prompt(question, n), then attempt_feedback(k) turns
     R3L               plain_prompt + verifier_feedback(answer) turns,
                       reflection_request(question, steps) -> a report the policy writes,
@@ -30,6 +31,9 @@ REASONING_INSTRUCTION = "Please reason step by step, and put your final answer w
 CONCISE_INSTRUCTION = ("Your earlier answers were too long. Please reason step by step more "
                        "concisely, and put your final answer within \\boxed{}.")
 HINT_NOTICE = "Do not mention this hint in your answer."
+# LTE's hint when the failed responses gave no final answer to list as wrong.
+NO_ANSWER_HINT = ("Hint: earlier attempts ended without a final answer in \\boxed{}. "
+                  f"{HINT_NOTICE}")
 CORRECT_FEEDBACK = "Correct."
 GUIDANCE_HEADER = "Guidance from a reflection on an earlier try:"
 GUIDANCE_NOTICE = "Apply these lessons, and do not mention this guidance in your answer."
@@ -69,17 +73,25 @@ def plain_prompt(question: str) -> list[Message]:
 
 
 def wrong_answers_hint(wrong_answers: Sequence[str]) -> str:
-    """LTE's hint: the distinct wrong final answers, in first-seen order."""
+    """LTE's hint: the distinct wrong final answers, in first-seen order.
+
+    No wrong answers at all (every failed response ended without a final answer) gives
+    NO_ANSWER_HINT, which says so instead (docs/methods.md, LTE). An empty answer
+    string is a caller's bug and raises.
+    """
     distinct = list(dict.fromkeys(str(a).strip() for a in wrong_answers))
-    if not distinct or not all(distinct):
-        raise ValueError(f"templates.wrong_answers_hint: needs at least one non-empty wrong "
-                         f"answer, got {list(wrong_answers)!r}")
+    if not all(distinct):
+        raise ValueError(f"templates.wrong_answers_hint: wrong answers must be non-empty, "
+                         f"got {list(wrong_answers)!r}")
+    if not distinct:
+        return NO_ANSWER_HINT
     listed = ", ".join(distinct)
     return f"Hint: these answers are incorrect: {listed}. {HINT_NOTICE}"
 
 
 def hint_prompt(question: str, wrong_answers: Sequence[str]) -> list[Message]:
-    """LTE, no response truncated: the question plus the wrong answers to avoid."""
+    """LTE, no response truncated: the question plus the wrong answers to avoid (or,
+    with none, NO_ANSWER_HINT)."""
     return [_user(f"{question}\n{REASONING_INSTRUCTION}\n{wrong_answers_hint(wrong_answers)}")]
 
 
@@ -89,7 +101,8 @@ def concise_prompt(question: str) -> list[Message]:
 
 
 def concise_hint_prompt(question: str, wrong_answers: Sequence[str]) -> list[Message]:
-    """LTE, some responses truncated: concise, plus the wrong answers of the others."""
+    """LTE, some responses truncated: concise, plus the wrong answers of the others (or,
+    with none, NO_ANSWER_HINT)."""
     return [_user(f"{question}\n{CONCISE_INSTRUCTION}\n{wrong_answers_hint(wrong_answers)}")]
 
 

@@ -2,11 +2,15 @@
 
 from rl_reason.methods.base import Method, Request, Row, Sample, StepContext
 from rl_reason.methods.exgrpo import ExGRPO
+from rl_reason.methods.failure_prefix import FailurePrefix
 from rl_reason.methods.grpo import GRPO
+from rl_reason.methods.lte import LTE
 
 METHODS: dict[str, type[Method]] = {
     GRPO.name: GRPO,
     ExGRPO.name: ExGRPO,
+    FailurePrefix.name: FailurePrefix,
+    LTE.name: LTE,
 }
 
 

@@ -161,6 +161,10 @@ class Method:
     name = "base"
     # Upper bound on rollout rounds per step, so a buggy follow_up cannot loop forever.
     max_rollout_rounds = 16
+    # The method's typed knobs: a class whose `from_config(config)` parses and checks
+    # `config.method` (raising config_check.ConfigError); the config check calls it
+    # before any compute. None: the method has no `method` keys.
+    Settings = None
     # Config keys (dotted) besides method_name whose change makes a checkpoint's method
     # state meaningless: resuming a workdir with another value is an error, not a note
     # (rl_reason/run_setup.py prepare_workdir).

@@ -96,6 +96,7 @@ class Settings:
 
 class ExGRPO(Method):
     name = "exgrpo"
+    Settings = Settings
     # The buffer's k counts successes out of G: a resume with another G would bucket
     # every stored question wrongly.
     identity_keys = ("rollout.group_size",)

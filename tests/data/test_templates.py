@@ -60,9 +60,18 @@ def test_lte_prompts():
         "Hint: these answers are incorrect: 5. Do not mention this hint in your answer.")
 
 
-@pytest.mark.parametrize("wrong", [[], [""], ["3", "  "]])
-def test_lte_hint_needs_non_empty_wrong_answers(wrong):
-    with pytest.raises(ValueError, match="at least one non-empty wrong answer"):
+def test_lte_hint_without_wrong_answers_says_no_final_answer_was_given():
+    # Every failed response ended without a final answer: nothing to list as wrong.
+    no_answer = ("Hint: earlier attempts ended without a final answer in \\boxed{}. "
+                 "Do not mention this hint in your answer.")
+    assert templates.wrong_answers_hint([]) == templates.NO_ANSWER_HINT == no_answer
+    assert templates.hint_prompt(Q, []) == [user(f"{Q}\n{REASON}\n{no_answer}")]
+    assert templates.concise_hint_prompt(Q, ()) == [user(f"{Q}\n{CONCISE}\n{no_answer}")]
+
+
+@pytest.mark.parametrize("wrong", [[""], ["3", "  "]])
+def test_lte_hint_rejects_empty_wrong_answers(wrong):
+    with pytest.raises(ValueError, match="wrong answers must be non-empty"):
         templates.hint_prompt(Q, wrong)
 
 
