@@ -266,7 +266,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps")
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--unboxed-share", type=float, default=None,
-                        help="share of plain warm-start solutions without the boxed answer")
+                        help="share of multi-step responses, in every prompt kind, without the box")
     args = parser.parse_args(argv)
     s = Settings(seed=args.seed, **SIZES[args.size])
     if args.unboxed_share is not None:

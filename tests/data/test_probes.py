@@ -3,8 +3,9 @@ prefixes cut where the kind says."""
 
 import re
 
+import numpy as np
+
 from rl_reason.data import probes, synthetic, templates, warm_start
-from rl_reason.verifiers.exact_int import ExactIntVerifier
 
 LINE = re.compile(r"(\d+)([-+*])(\d+)=(\d+)\.")
 
@@ -23,7 +24,7 @@ def test_every_kind_for_every_problem_with_its_answer():
 
 def test_prompts_are_the_methods_own():
     problem = synthetic.Problem(start=7, ops=(("+", 5), ("*", 3), ("-", 4)), level=3)
-    kinds = {p.kind: p for p in probes.probes_for(problem, 0, __import__("numpy").random.default_rng(0),
+    kinds = {p.kind: p for p in probes.probes_for(problem, 0, np.random.default_rng(0),
                                                    unboxed_share=0.5)}
     q = problem.question
     assert list(kinds["plain"].messages) == templates.plain_prompt(q)
@@ -43,7 +44,6 @@ def test_prompts_are_the_methods_own():
 def test_continuation_prefixes():
     problems = synthetic.generate_problems("train", 40, levels=(2, 3), distinct=True)
     built = probes.build_probes(problems, seed=1)
-    verifier = ExactIntVerifier()
     for probe in built:
         problem = problems[probe.problem]
         if probe.kind == "continuation_correct":
@@ -57,12 +57,8 @@ def test_continuation_prefixes():
             assert synthetic.apply_op(int(a), op, int(b)) != int(c)
             assert all(synthetic.apply_op(int(x), o, int(y)) == int(z) for x, o, y, z in lines[:-1])
             assert probe.response_prefix.endswith(f"{a}{op}{b}={c}.")
-            # The repair the warm-start teaches turns it into a right answer.
-            repaired = (probe.response_prefix + f" Wait, {a}{op}{b}={synthetic.apply_op(int(a), op, int(b))}.")
-            assert repaired.startswith(probe.response_prefix)
         else:
             assert probe.response_prefix == ""
-    assert verifier  # the verifier scores prefix + continuation in pretrain_eval
     guided = [p for p in built if p.kind == "guided_retry"]
     replayed = {sum(m["role"] == "assistant" for m in p.messages) for p in guided}
     assert replayed == set(range(warm_start.R3L_ATTEMPTS))
