@@ -136,6 +136,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         misleading_prefix=False,
         prefix_fraction=0.5,      # the prefix keeps this share of the wrong response's tokens
         prefix_samples=8,         # samples per problem to find a wrong response in
+        # Runs that start from the same checkpoint with the same seed and evaluation
+        # settings share one step-0 evaluation (cached under RL_REASON_CACHE).
+        share_initial=True,
     ))
 
     # Mesh axes; -1 fills with the remaining devices.
