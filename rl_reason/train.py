@@ -29,6 +29,7 @@ import numpy as np
 from rl_reason import checkpoint as ckpt_lib
 from rl_reason import config_check, metrics as metrics_lib, sharding, train_step
 from rl_reason import evaluate as evaluate_lib
+from rl_reason.evaluation import initial as initial_eval
 from rl_reason import models, plot, run_setup
 from rl_reason.methods import make_method
 from rl_reason.methods.base import Outcome, Sample, StepContext, TokenScores
@@ -341,16 +342,23 @@ class Trainer:
 
     # ---------------------------------------------------------------- evaluation, export
     def evaluate(self) -> dict:
-        if not self.eval_records or not self.config.eval.enabled:
+        c = self.config
+        if not self.eval_records or not c.eval.enabled:
             return {}
-        with self.timer.phase("eval"):
-            model = Model(self.state.params, self.model_config)
-            metrics = evaluate_lib.held_out_metrics(
-                model, self.tokenizer, self.eval_records, self.config,
-                rng=jax.random.fold_in(self.base_rng, 10**9 + self.step), mesh=self.mesh,
-                verifier=self.verifier, stop_ids=self.engine.stop_token_ids,
-                pad=self.engine.pad_id, eval_dir=os.path.join(self.workdir, "eval"),
-                step=self.step)
+        eval_dir = os.path.join(self.workdir, "eval")
+        # Runs that start alike share their step-0 evaluation (evaluation/initial.py).
+        shared = self.step == 0 and c.eval.share_initial and jax.process_count() == 1
+        metrics = initial_eval.load(c, self.model_path, eval_dir) if shared else None
+        if metrics is None:
+            with self.timer.phase("eval"):
+                model = Model(self.state.params, self.model_config)
+                metrics = evaluate_lib.held_out_metrics(
+                    model, self.tokenizer, self.eval_records, c,
+                    rng=jax.random.fold_in(self.base_rng, 10**9 + self.step), mesh=self.mesh,
+                    verifier=self.verifier, stop_ids=self.engine.stop_token_ids,
+                    pad=self.engine.pad_id, eval_dir=eval_dir, step=self.step)
+            if shared:
+                initial_eval.store(c, self.model_path, eval_dir, metrics)
         self.held_out = dict(metrics, step=self.step)
         return metrics
 
