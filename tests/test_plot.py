@@ -160,6 +160,26 @@ def test_held_out_report_gives_standard_errors_and_the_paired_change(tmp_path):
     assert lines[3].startswith("  pass@2           0.250 ± 0.250 -> 0.750 ± 0.250  (+0.500 ± ")
 
 
+def test_held_out_report_gives_attempts_at_k_with_standard_errors(tmp_path):
+    with MetricsWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(0, {"eval/greedy_accuracy": 0.5, "eval/attempts@1": 0.0, "eval/attempts@2": 0.5})
+        writer.write(9, {"eval/greedy_accuracy": 0.5, "eval/attempts@1": 0.5, "eval/attempts@2": 1.0})
+    rows = {0: [(0, 1, "wrong"), (1, 1, "wrong"), (0, 2, "correct"), (1, 2, "wrong")],
+            9: [(0, 1, "correct"), (1, 1, "wrong"), (1, 2, "correct")]}
+    for step, attempts in rows.items():
+        folder = tmp_path / plot.EVAL_DIR
+        folder.mkdir(exist_ok=True)
+        lines = [dict(mode="greedy", problem=p, sample=0, status=s, extracted=None)
+                 for p, s in ((0, "correct"), (1, "wrong"))]
+        lines += [dict(mode="attempts", problem=p, attempt=a, status=s) for p, a, s in attempts]
+        (folder / f"step_{step}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    report = plot.held_out_report(tmp_path).splitlines()
+    # attempts@1 per problem [0, 0] -> [1, 0]; attempts@2 [1, 0] -> [1, 1]: SE 0.5 each
+    # side when the two problems differ, paired SE 0.5.
+    assert report[2] == "  attempts@1       0.000 ± 0.000 -> 0.500 ± 0.500  (+0.500 ± 0.500)"
+    assert report[3] == "  attempts@2       0.500 ± 0.500 -> 1.000 ± 0.000  (+0.500 ± 0.500)"
+
+
 def test_held_out_report_without_generation_files_or_with_other_problems(tmp_path):
     with MetricsWriter(tmp_path, tensorboard=False) as writer:
         writer.write(0, {"eval/greedy_accuracy": 0.25})

@@ -88,3 +88,15 @@ def test_read_generations_skips_a_cut_line(tmp_path):
     path.write_text(json.dumps({"mode": "greedy", "problem": 0, "status": "correct"})
                     + '\n{"mode": "gre')
     assert stats.read_generations(path) == [{"mode": "greedy", "problem": 0, "status": "correct"}]
+
+
+def test_attempt_scores_by_hand():
+    # Problem 0 solved at attempt 2, problem 1 never (3 attempts), problem 2 at attempt 1.
+    rows = [dict(mode="attempts", problem=p, attempt=a, status=s) for p, a, s in [
+        (0, 1, "wrong"), (1, 1, "no_answer"), (2, 1, "correct"), (0, 2, "correct"),
+        (1, 2, "wrong"), (1, 3, "wrong")]] + [dict(mode="greedy", problem=0, status="correct")]
+    assert stats.attempt_scores(rows) == {
+        "attempts@1": {0: 0.0, 1: 0.0, 2: 1.0},
+        "attempts@2": {0: 1.0, 1: 0.0, 2: 1.0},
+        "attempts@3": {0: 1.0, 1: 0.0, 2: 1.0}}
+    assert stats.attempt_scores(rows[-1:]) == {}
