@@ -1,11 +1,11 @@
 """One GRPO step, side by side: rl_reason, tunix (GRPOLearner) and TRL (GRPOTrainer).
 
     python benchmarks/grpo_step.py [--steps 3] [--texts plain,frame] [--peers tunix,trl]
-                                   [--envs /work/peer_envs] [--json PATH]
+                                   [--envs DIR] [--json PATH]
 
 What it does:
-1. Builds (or reuses) one virtual environment per peer under --envs, outside the
-   repository: tunix = google-tunix 0.1.7 with jax 0.10.2; trl = torch 2.13.0 (the
+1. Builds (or reuses) one virtual environment per peer under --envs (default
+   $RL_REASON_PEER_ENVS, else ~/.cache/rl_reason/peer_envs), outside the repository: tunix = google-tunix 0.1.7 with jax 0.10.2; trl = torch 2.13.0 (the
    CPU wheel, installed first so pip does not pull CUDA packages), then trl 1.16.0.
 2. Saves one random Qwen2 checkpoint in Hugging Face format (hidden 512, 8 layers, 8
    heads, 4 KV heads, MLP 1024, vocab 512, tied embeddings: 19.2M parameters) with a
@@ -95,17 +95,14 @@ def ensure_env(name: str, envs_dir: str, log=print) -> str:
 
 # ---------------------------------------------------------------- checkpoint and prompts
 
-def build_checkpoint(path: str, seed: int = 0):
-    """A random Qwen2 checkpoint of the issue's shape and a character-level tokenizer."""
-    import jax
+def build_char_tokenizer(path: str, vocab_size: int = 512):
+    """A character-level tokenizer (one token per byte, byte-level like Qwen's) in Hugging
+    Face format, covering ids [0, vocab_size): <|pad|> 0, <|endoftext|> 1 (EOS), the
+    256 byte symbols, then unused ids. No chat template."""
     import tokenizers
     import transformers
     from tokenizers import decoders, models as tok_models, pre_tokenizers
 
-    from rl_reason import models
-    from rl_reason.models import transformer
-
-    vocab_size = 512
     specials = ["<|pad|>", "<|endoftext|>"]
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     # Ids nothing encodes to, so that the tokenizer covers the model's whole vocabulary
@@ -119,8 +116,19 @@ def build_checkpoint(path: str, seed: int = 0):
     tok = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, pad_token=specials[0],
                                                eos_token=specials[1])
     tok.save_pretrained(path)
+    return tok
+
+
+def build_checkpoint(path: str, seed: int = 0):
+    """A random Qwen2 checkpoint of the issue's shape and a character-level tokenizer."""
+    import jax
+
+    from rl_reason import models
+    from rl_reason.models import transformer
+
+    tok = build_char_tokenizer(path)
     config = models.ModelConfig(
-        family="qwen2", vocab_size=vocab_size, hidden_size=512, intermediate_size=1024,
+        family="qwen2", vocab_size=len(tok), hidden_size=512, intermediate_size=1024,
         num_layers=8, num_heads=8, num_kv_heads=4, head_dim=64, rope_theta=10000.0,
         rms_norm_eps=1e-6, tie_embeddings=True, max_position_embeddings=4096,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -333,8 +341,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed rounds per prompt text")
     parser.add_argument("--texts", default="plain,frame")
     parser.add_argument("--peers", default="tunix,trl", help="comma-separated; '' for none")
-    parser.add_argument("--envs", default=os.path.join(os.path.dirname(ROOT), "peer_envs"),
-                        help="where the peers' virtual environments are built or reused")
+    parser.add_argument("--envs", default=os.environ.get(
+                            "RL_REASON_PEER_ENVS",
+                            os.path.expanduser("~/.cache/rl_reason/peer_envs")),
+                        help="where the peers' virtual environments are built or reused, "
+                             "outside the repository (default $RL_REASON_PEER_ENVS or "
+                             "~/.cache/rl_reason/peer_envs)")
     parser.add_argument("--warmup-steps", type=int, default=JOB_DEFAULTS["warmup_steps"])
     parser.add_argument("--json", default="")
     # Internal: run one framework's worker in this process.
