@@ -166,7 +166,7 @@ def param_shardings(config: ModelConfig, mesh) -> dict[str, Any]:
 
     Works with a concrete Mesh and with a jax.sharding.AbstractMesh (planning a
     pod layout without its devices). Built once per (config, mesh): the sampler asks at
-    every call, and tracing init_params costs tens of milliseconds.
+    every call, and building them traces init_params.
     """
     return _param_shardings(config, mesh)
 

@@ -159,9 +159,9 @@ def _cached_attention(q_BTHE, k_BKES, v_BKSE, mask_BTS):
 
 def _dense(x, w, in_dims: int = 1):
     """x's last `in_dims` axes contracted with w's first ones, as one 2-D matmul over
-    all B * T rows. On CPU the 3-D einsum made XLA write each weight gradient's
-    operand transposed, element by element (about 1.6x slower forward + backward for
-    the MLP; README, "Benchmarks")."""
+    all B * T rows. For the 3-D einsum XLA's CPU backend wrote each weight gradient's
+    operand transposed, element by element, before the matmul; the 2-D form needs no
+    transpose (README, "Benchmarks")."""
     lead, contracted = x.shape[:x.ndim - in_dims], x.shape[x.ndim - in_dims:]
     out = w.shape[in_dims:]
     x_ND = x.reshape(math.prod(lead), math.prod(contracted))
