@@ -73,7 +73,8 @@ def test_rl_reason_worker_runs_trainer_steps_in_lock_step(tiny_policy, tmp_path,
     lines = [p for p in lines if p is not None]
     assert [kind for kind, _ in lines] == ["ready", "step"]
     step = lines[1][1]
-    assert step["update_shape"][0] == 4   # 2 prompts x 2 samples
+    # 2 prompts x 2 samples, rows bucketed to a multiple of the mesh's data axis.
+    assert step["update_shape"][0] >= 4
     assert step["update_shape"][1] % 64 == 0
     assert 0 < step["real_tokens_per_row"] <= step["update_shape"][1]
     assert step["phases"]["sampling"] > 0 and step["phases"]["update"] > 0
