@@ -101,6 +101,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         skip_grad_norm_above=0.0, # >0: skip updates whose grad norm exceeds this
         ppo_epochs=1,             # passes over each rollout batch
         num_minibatches=1,        # optimizer steps per pass
+        # Gradient accumulation: each minibatch's rows in this many micro-batches, one
+        # micro-batch's activations in memory at a time; the same update as one batch.
+        micro_batches=1,
     ))
 
     c.train = ml_collections.ConfigDict(dict(

@@ -74,7 +74,8 @@ class Trainer:
                                                    self.mesh)
         self.state = train_step.init_state(model.params, self.optimizer, self.state_sh)
         self.updates_per_batch = c.optim.ppo_epochs * c.optim.num_minibatches
-        self.row_multiple = c.optim.num_minibatches * sharding.data_parallel_size(self.mesh)
+        self.row_multiple = (c.optim.num_minibatches * c.optim.micro_batches
+                             * sharding.data_parallel_size(self.mesh))
         self.method = make_method(c.method_name, c, self.tokenizer)
 
         self.stream, self.eval_records = run_setup.make_data(c, self.tokenizer)
@@ -309,7 +310,8 @@ class Trainer:
             self._update_fns[loss_config] = train_step.build_step_functions(
                 self.model_config, loss_config, self.optimizer, self.state_sh, self.mesh,
                 temperature=c.rollout.temperature, logprob_chunk=c.model.logprob_chunk,
-                remat=c.model.remat, skip_grad_norm_above=c.optim.skip_grad_norm_above)
+                remat=c.model.remat, skip_grad_norm_above=c.optim.skip_grad_norm_above,
+                micro_batches=c.optim.micro_batches)
         return self._update_fns[loss_config]
 
     def _update(self, rows) -> dict:
