@@ -48,7 +48,7 @@ def get_config(arg: str = ""):
     # twice as long as GRPO's, and evaluating 5 attempts costs about five greedy passes:
     # half GRPO's batch, fewer steps and 100 held-out problems keep the embedded run
     # within minutes (measured: README). experiments/multi_attempt_vs_grpo.py evaluates
-    # all 200.
+    # all of them.
     c.rollout.update(prompts_per_step=8, group_size=8, max_new_tokens=128)
     c.train.update(num_steps=24, eval_every=0)
     c.eval.update(attempts=5, attempt_feedback="multi_attempt", attempt_temperature=0.0,
