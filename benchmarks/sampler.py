@@ -1,25 +1,33 @@
-"""Sampler throughput: rl_reason's generate against transformers' generate.
+"""Sampler throughput: rl_reason's generate against tunix's sampler and transformers'
+generate.
 
     python benchmarks/sampler.py [--batches 1,16,64,256] [--new-tokens 64] [--repeats 3]
-                                 [--decode-segments 4] [--json results.json]
+                                 [--decode-segments 4] [--skip-tunix] [--envs DIR]
+                                 [--json results.json]
     python benchmarks/sampler.py --gpu          # Qwen2.5-1.5B shape, bf16, batch 256
 
 One random checkpoint (preset bench-19m by default: Qwen3 family, hidden 512, 8
 layers, 8 heads, 4 KV heads, MLP 1024, vocab 512, 19.1M parameters) is saved in
-Hugging Face format to a temporary folder, then loaded by both libraries from there:
-rl_reason with models.load, transformers with AutoModelForCausalLM (torch, CPU,
-float32, torch.set_num_threads(number of usable cores)). Every row is a prompt of
---prompt-len random tokens and gets exactly --new-tokens tokens by pure sampling
-(temperature 1, no top-k, no top-p; rl_reason with no stop ids, transformers with
-min_new_tokens = max_new_tokens so its EOS is never picked). Each batch size gets one
-untimed warm-up call (compilation for rl_reason), then --repeats timed calls; the best
-is reported, since the quickest run is the one least disturbed by other processes.
-Times are whole generate() calls as a caller sees them: prefill, decode, host
-transfers.
+Hugging Face format, with a character-level tokenizer, to a temporary folder, then
+loaded by each library from there: rl_reason with models.load, transformers with
+AutoModelForCausalLM (torch, CPU, float32, torch.set_num_threads(number of usable
+cores)), tunix 0.1.7 with its own Qwen3 / Qwen2 loader and tunix.generate.sampler
+(the vanilla rollout engine's sampler; in its own virtual environment, built or
+reused under --envs as benchmarks/grpo_step.py does, and driven in lock step through
+benchmarks/peers/tunix_sampler.py). Every row is a prompt of --prompt-len random
+printable characters (one token each) and gets exactly --new-tokens tokens by pure
+sampling (temperature 1, no top-k, no top-p; rl_reason with no stop ids, transformers
+with min_new_tokens = max_new_tokens so its EOS is never picked, tunix with a stop id
+that is never drawn). Each batch size gets one untimed warm-up call per library
+(compilation), then --repeats rounds of one timed call of each library in turn; the
+best of each is reported, since the quickest run is the one least disturbed by other
+processes. Times are whole generate() calls as a caller sees them: prefill, decode,
+host transfers (tunix: from prompt strings, its tokenization included).
 
 Columns:
     tok/s        batch * new_tokens / time
     ratio        rl_reason tok/s / transformers tok/s
+    vs tunix     rl_reason tok/s / tunix tok/s
     flop_frac    rl_reason's useful FLOP/s over the measured matmul peak (below)
     bw_frac      bytes that decoding must read per step / step time, over the
                  measured copy bandwidth (below); printed on GPU only (on CPU a small
@@ -56,6 +64,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -63,8 +73,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rl_reason import models, sampling
-from rl_reason.models import transformer
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rl_reason import models, sampling  # noqa: E402
+from rl_reason.models import transformer  # noqa: E402
 
 
 def usable_cores() -> int:
@@ -125,10 +137,47 @@ def decode_step_bytes(config: models.ModelConfig, batch: int, prompt_len: int,
     return param_bytes + kv_bytes
 
 
-def save_random_checkpoint(config: models.ModelConfig, path: str, seed: int = 0) -> None:
+def save_random_checkpoint(config: models.ModelConfig, path: str, seed: int = 0):
+    """The checkpoint and its character-level tokenizer (returned)."""
+    from benchmarks.grpo_step import build_char_tokenizer
     # One jitted init: op-by-op jax.random costs a compile per parameter shape.
     init = jax.jit(transformer.init_params, static_argnums=0)
     models.save(models.Model(init(config, jax.random.PRNGKey(seed)), config), path)
+    return build_char_tokenizer(path, config.vocab_size)
+
+
+def random_prompts(tokenizer, batch: int, length: int, rng) -> tuple[list[str], np.ndarray]:
+    """`batch` strings of `length` printable characters, and their token ids (one each)."""
+    chars = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789+-*=()"))
+    texts = ["".join(rng.choice(chars, length)) for _ in range(batch)]
+    ids = np.array([tokenizer.encode(t, add_special_tokens=False) for t in texts])
+    assert ids.shape == (batch, length), ids.shape
+    return texts, ids
+
+
+class TunixSampler:
+    """benchmarks/peers/tunix_sampler.py in the tunix environment, one call per command."""
+
+    def __init__(self, envs: str, checkpoint: str, prompts: dict, new_tokens: int,
+                 prompt_len: int, workdir: str):
+        from benchmarks.grpo_step import PEERS_DIR, Worker, ensure_env
+        job = os.path.join(workdir, "tunix_sampler_job.json")
+        with open(job, "w") as f:
+            json.dump(dict(prompts={str(b): p for b, p in prompts.items()},
+                           new_tokens=new_tokens, prompt_len=prompt_len), f)
+        self.worker = Worker("tunix", [ensure_env("tunix", envs),
+                                       os.path.join(PEERS_DIR, "tunix_sampler.py"),
+                                       "--checkpoint", checkpoint, "--job", job],
+                             os.path.join(workdir, "tunix_sampler.log"))
+        self.worker.read("ready")
+
+    def call(self, command: str, batch: int):
+        self.worker.proc.stdin.write(f"{command} {batch}\n")
+        self.worker.proc.stdin.flush()
+        return self.worker.read("step")["seconds"]
+
+    def close(self):
+        self.worker.close()
 
 
 def run_transformers(path: str, prompts: np.ndarray, new_tokens: int, eos: int, device: str,
@@ -173,6 +222,12 @@ def main() -> None:
     parser.add_argument("--dtype", default=None,
                         help="compute and parameter dtype (default float32; --gpu: bfloat16)")
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--skip-tunix", action="store_true")
+    parser.add_argument("--envs", default=os.environ.get(
+                            "RL_REASON_PEER_ENVS",
+                            os.path.expanduser("~/.cache/rl_reason/peer_envs")),
+                        help="where the tunix environment is built or reused "
+                             "(as in benchmarks/grpo_step.py)")
     parser.add_argument("--decode-segments", type=int, default=None,
                         help="sampling.DECODE_SEGMENTS (default 4; 1: one fixed-size window)")
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -206,47 +261,78 @@ def main() -> None:
     print(f"measured {dtype} matmul peak {peak / 1e9:.1f} GFLOP/s, copy bandwidth "
           f"{bandwidth / 1e9:.1f} GB/s")
 
+    with_tunix = not args.skip_tunix and not args.gpu
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        save_random_checkpoint(config, folder)
+        tokenizer = save_random_checkpoint(config, folder)
         model = models.load(folder)
         rng = np.random.default_rng(0)
+        prompts = {b: random_prompts(tokenizer, b, args.prompt_len, rng) for b in batches}
+        tunix = (TunixSampler(args.envs, folder, {b: p[0] for b, p in prompts.items()},
+                              args.new_tokens, args.prompt_len, folder)
+                 if with_tunix else None)
         # On CPU the parameters of a small model sit partly in cache and the copy
         # measurement is single-threaded, so bw_frac means little there: GPU only.
         show_bw = device.platform == "gpu"
-        print(f"{'batch':>6} {'rl_reason tok/s':>16} {'transformers tok/s':>19} {'ratio':>7} "
-              f"{'flop_frac':>10}" + (f" {'bw_frac':>8}" if show_bw else ""))
-        for batch in batches:
-            prompts = rng.integers(0, config.vocab_size - 1, (batch, args.prompt_len))
+        print(f"{'batch':>6} {'rl_reason tok/s':>16} {'tunix tok/s':>12} {'vs tunix':>9} "
+              f"{'transformers tok/s':>19} {'ratio':>7} {'flop_frac':>10}"
+              + (f" {'bw_frac':>8}" if show_bw else ""))
+        try:
+            for batch in batches:
+                ids = prompts[batch][1]
 
-            def ours(seed=[0]):
-                seed[0] += 1
-                out = sampling.generate(model, prompts.tolist(), max_new_tokens=args.new_tokens,
-                                        rng=seed[0], temperature=1.0, top_k=0, top_p=1.0,
-                                        stop_token_ids=())
-                assert (out.lengths == args.new_tokens).all()
+                def ours(seed=[0]):
+                    seed[0] += 1
+                    out = sampling.generate(model, ids.tolist(), max_new_tokens=args.new_tokens,
+                                            rng=seed[0], temperature=1.0, top_k=0, top_p=1.0,
+                                            stop_token_ids=())
+                    assert (out.lengths == args.new_tokens).all()
 
-            ours()
-            ours_time = best_time(ours, args.repeats)
-            row = dict(batch=batch, rl_reason_tok_s=batch * args.new_tokens / ours_time,
-                       rl_reason_s=ours_time)
-            if with_transformers:
-                theirs = run_transformers(folder, prompts, args.new_tokens, eos, torch_device,
-                                          dtype)
-                theirs()
-                theirs_time = best_time(theirs, args.repeats)
-                row.update(transformers_tok_s=batch * args.new_tokens / theirs_time,
-                           transformers_s=theirs_time, ratio=theirs_time / ours_time)
-            flops = generation_flops(config, batch, args.prompt_len, args.new_tokens)
-            step_bytes = decode_step_bytes(config, batch, args.prompt_len, args.new_tokens)
-            row.update(flop_frac=flops / ours_time / peak,
-                       bw_frac=step_bytes / (ours_time / args.new_tokens) / bandwidth)
-            rows.append(row)
-            theirs_text = (f"{row['transformers_tok_s']:19.0f} {row['ratio']:7.2f}"
-                           if with_transformers else f"{'-':>19} {'-':>7}")
-            print(f"{batch:6d} {row['rl_reason_tok_s']:16.0f} {theirs_text} "
-                  f"{row['flop_frac']:10.3f}" + (f" {row['bw_frac']:8.3f}" if show_bw else ""),
-                  flush=True)
+                runners = {"rl_reason": ours}
+                if tunix is not None:
+                    runners["tunix"] = lambda batch=batch: tunix.call("time", batch)
+                if with_transformers:
+                    runners["transformers"] = run_transformers(
+                        folder, ids, args.new_tokens, eos, torch_device, dtype)
+                ours()
+                if tunix is not None:
+                    tunix.call("warm", batch)
+                if with_transformers:
+                    runners["transformers"]()
+                times = {name: [] for name in runners}
+                for _ in range(args.repeats):   # one call of each library in turn
+                    for name, run in runners.items():
+                        start = time.perf_counter()
+                        reported = run()
+                        elapsed = time.perf_counter() - start
+                        # tunix reports its own call time (no pipe round trip).
+                        times[name].append(reported if name == "tunix" else elapsed)
+                best = {name: min(t) for name, t in times.items()}
+                tokens = batch * args.new_tokens
+                row = dict(batch=batch, rl_reason_tok_s=tokens / best["rl_reason"],
+                           rl_reason_s=best["rl_reason"])
+                if "tunix" in best:
+                    row.update(tunix_tok_s=tokens / best["tunix"], tunix_s=best["tunix"],
+                               vs_tunix=best["tunix"] / best["rl_reason"])
+                if "transformers" in best:
+                    row.update(transformers_tok_s=tokens / best["transformers"],
+                               transformers_s=best["transformers"],
+                               ratio=best["transformers"] / best["rl_reason"])
+                flops = generation_flops(config, batch, args.prompt_len, args.new_tokens)
+                step_bytes = decode_step_bytes(config, batch, args.prompt_len, args.new_tokens)
+                row.update(flop_frac=flops / best["rl_reason"] / peak,
+                           bw_frac=step_bytes / (best["rl_reason"] / args.new_tokens) / bandwidth)
+                rows.append(row)
+                tunix_text = (f"{row['tunix_tok_s']:12.0f} {row['vs_tunix']:9.2f}"
+                              if "tunix_tok_s" in row else f"{'-':>12} {'-':>9}")
+                theirs_text = (f"{row['transformers_tok_s']:19.0f} {row['ratio']:7.2f}"
+                               if "ratio" in row else f"{'-':>19} {'-':>7}")
+                print(f"{batch:6d} {row['rl_reason_tok_s']:16.0f} {tunix_text} {theirs_text} "
+                      f"{row['flop_frac']:10.3f}"
+                      + (f" {row['bw_frac']:8.3f}" if show_bw else ""), flush=True)
+        finally:
+            if tunix is not None:
+                tunix.close()
 
     if args.json:
         meta = dict(preset=preset, dtype=dtype, num_params=config.num_params(),

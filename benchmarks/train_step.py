@@ -88,13 +88,17 @@ def main() -> None:
 
     trainer = train.Trainer(c, os.path.join(root, "run"))
     shapes = []
-    update = trainer.fns.update
+    step_functions = trainer._step_functions
 
-    def recording_update(state, batch):
-        shapes.append(batch["tokens"].shape)
-        return update(state, batch)
+    def recording_step_functions(loss_config):
+        fns = step_functions(loss_config)
 
-    trainer.fns = dataclasses.replace(trainer.fns, update=recording_update)
+        def recording_update(state, batch):
+            shapes.append(batch["tokens"].shape)
+            return fns.update(state, batch)
+        return dataclasses.replace(fns, update=recording_update)
+
+    trainer._step_functions = recording_step_functions
     try:
         trainer.train()
     finally:

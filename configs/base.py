@@ -101,6 +101,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         skip_grad_norm_above=0.0, # >0: skip updates whose grad norm exceeds this
         ppo_epochs=1,             # passes over each rollout batch
         num_minibatches=1,        # optimizer steps per pass
+        # Gradient accumulation: each minibatch's rows in this many micro-batches, one
+        # micro-batch's activations in memory at a time; the same update as one batch.
+        micro_batches=1,
     ))
 
     c.train = ml_collections.ConfigDict(dict(
@@ -137,6 +140,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         misleading_prefix=False,
         prefix_fraction=0.5,      # the prefix keeps this share of the wrong response's tokens
         prefix_samples=8,         # samples per problem to find a wrong response in
+        # Runs that start from the same checkpoint with the same seed and evaluation
+        # settings share one step-0 evaluation (cached under RL_REASON_CACHE).
+        share_initial=True,
     ))
 
     # Mesh axes; -1 fills with the remaining devices.
@@ -153,9 +159,14 @@ def embedded_cpu_settings(c: ml_collections.ConfigDict) -> None:
     c.verifier.name = "exact_int"
     c.rollout.update(prompts_per_step=16, group_size=8, max_prompt_len=128,
                      max_new_tokens=64)
-    # The levels where the base policy is sometimes right (pass rates about 0.27 and
-    # 0.11, README): many groups are mixed, so many samples carry a learning signal.
-    c.data.embedded_levels = (2, 3)
+    # The levels where the base policy is sometimes right (README): many groups are
+    # mixed, so many samples carry a learning signal. Training and held-out records are
+    # distinct problems, half of each level; level 2 has about 540 distinct held-out
+    # problems in all, so 512 (256 a level) is near the most this split can hold.
+    c.data.update(embedded_levels=(2, 3), embedded_train_size=4000, embedded_eval_size=512)
     c.optim.update(learning_rate=1e-4, warmup_steps=5, weight_decay=0.0)
-    c.train.update(num_steps=40, eval_every=20, checkpoint_every=10)
-    c.eval.update(num_samples=4, ks=(1, 4))
+    # Evaluations before and after training only: each one samples 9 responses for each
+    # of the 512 problems, and the change between them is what the run reports.
+    c.train.update(num_steps=40, eval_every=0, checkpoint_every=10)
+    # 8 samples a problem: pass@4 is the unbiased estimate from 8, not "any of 4".
+    c.eval.update(num_samples=8, ks=(1, 4, 8))

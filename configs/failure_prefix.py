@@ -45,9 +45,10 @@ def get_config(arg: str = ""):
     base.embedded_cpu_settings(c)
     # Level 1 is the one the base policy saturates; held-out also covers level 2, to
     # see whether what is learnt on the easy level carries over.
-    c.data.update(embedded_levels=(1,), embedded_eval_levels=(1, 2))
+    # Level 1 holds 173 distinct training problems.
+    c.data.update(embedded_levels=(1,), embedded_eval_levels=(1, 2), embedded_train_size=160)
     c.eval.misleading_prefix = True
-    c.train.update(num_steps=40, eval_every=20, checkpoint_every=10)
+    c.train.update(num_steps=40, eval_every=0, checkpoint_every=10)
     c.method = ml_collections.ConfigDict(dict(
         pool_size=48, pass_samples=8, saturation_threshold=0.875,
         mining_samples=24, max_failures=2,
@@ -64,6 +65,7 @@ def apply_variant(c, part: str) -> None:
     m = c.method
     if part == "tiny":
         grpo.apply_variant(c, "tiny")
+        c.data.embedded_train_size = 160
         m.update(pool_size=4, pass_samples=2, saturation_threshold=0.0, mining_samples=2,
                  max_failures=1, cut_fractions=(0.25, 0.75), probe_samples=2,
                  refresh_every=2)

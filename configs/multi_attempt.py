@@ -45,12 +45,14 @@ def get_config(arg: str = ""):
                     reward_wrong=-0.5, reward_no_answer=-1.0, reward_rule="sticky")
     # A whole episode's tokens: the embedded answers take about 20-60 tokens, so three
     # to five attempts fit in 128. An episode costs up to five sampler calls and rows
-    # twice as long as GRPO's, so half GRPO's batch and fewer steps keep the embedded
-    # run within minutes (measured: README).
+    # twice as long as GRPO's, and evaluating 5 attempts costs about five greedy passes:
+    # half GRPO's batch, fewer steps and 100 held-out problems keep the embedded run
+    # within minutes (measured: README). experiments/multi_attempt_vs_grpo.py evaluates
+    # all of them.
     c.rollout.update(prompts_per_step=8, group_size=8, max_new_tokens=128)
-    c.train.update(num_steps=30, eval_every=0)
+    c.train.update(num_steps=24, eval_every=0)
     c.eval.update(attempts=5, attempt_feedback="multi_attempt", attempt_temperature=0.0,
-                  num_samples=2, ks=(1, 2))
+                  num_samples=2, ks=(1, 2), max_problems=100)
     apply_variant(c, arg)
     c.lock()
     return c

@@ -2,7 +2,7 @@
 solves (docs/methods.md, "Failure-prefix conditioning").
 
     python experiments/failure_prefix_vs_grpo.py [--seeds=0,1,2] [--budget=120000]
-        [--start=HF_FOLDER | --start_steps=40] [--arms=grpo,failure_prefix,...]
+        [--start=HF_FOLDER] [--arms=grpo,failure_prefix,...]
     python experiments/failure_prefix_vs_grpo.py --smoke      # CI: 2 steps per arm
 
 The claim under test: GRPO on a saturated set learns almost nothing (most of its
@@ -12,22 +12,15 @@ set improves held-out accuracy and the accuracy of continuing a misleading prefi
 of the mined prefixes adds more.
 
 Arms (configs/failure_prefix.py: train on level 1 of the embedded task, held-out
-levels 1 and 2, evaluation every 10 steps), all from one start checkpoint and
-stopped at one generated-token budget (mining and probing samples count):
+levels 1 and 2 before and after training), all from one start checkpoint and stopped
+at one generated-token budget (mining and probing samples count):
     grpo                    plain GRPO on the same set (variant `grpo`)
     failure_prefix          prefixes mined once, at the first step
-    failure_prefix_refresh  mined again once, when held-out greedy accuracy has not
-                            improved over two evaluations or after 40 steps,
-                            whichever comes first
+    failure_prefix_refresh  mined again once, after 20 steps
 
-Start: without --start, the script first trains GRPO on level 1 for --start_steps
-steps (seed 0; RUNS/start, resumable) and starts every arm from its export, so the
-start policy saturates the set more than the base policy does. The same start by
-hand:
-    python -m rl_reason.main --config=configs/failure_prefix.py:grpo \\
-        --config.train.num_steps=40 --workdir=runs/failure_prefix_vs_grpo/start
-    python experiments/failure_prefix_vs_grpo.py \\
-        --start=runs/failure_prefix_vs_grpo/start/hf
+Start: without --start, the script first trains GRPO on level 1 for 40 steps (seed 0;
+experiments/start_checkpoint.py into RUNS/start, once) and starts every arm from it,
+so the start policy saturates the set more than the base policy does.
 
 Outputs (experiments/results/failure_prefix_vs_grpo/): results.md (final held-out
 metrics, mean ± standard error over seeds, then a table of the training signal:
@@ -48,42 +41,24 @@ import harness  # noqa: E402
 NAME = "failure_prefix_vs_grpo"
 REPORT = ("eval/greedy_accuracy", "eval/avg@4", "eval/pass@4",
           "eval/misleading_prefix_plain_accuracy", "eval/misleading_prefix_accuracy")
-CURVES = ("eval/greedy_accuracy", "eval/misleading_prefix_accuracy", "mixed_fraction",
+CURVES = ("mixed_fraction", "all_pass_fraction",
           "accuracy", "failure_prefix/mined_set", "failure_prefix/refreshes")
-EVAL_EVERY = 10
+# GRPO on the arms' training set (level 1) first, so the start saturates it.
+START = harness.Start("failure_prefix:grpo", steps=40)
+# A refresh halfway: mining again after REFRESH_AT steps, once (on schedule rather
+# than on a plateau, so no held-out evaluation is needed during training: each one
+# costs as much as twenty training steps here).
+REFRESH_AT = 20
 
 
 def arms(smoke: bool) -> list[harness.Arm]:
-    """The three arms. A smoke run has no evaluations during training, so its refresh
-    arm refreshes on schedule after one step instead of on a plateau."""
-    every = (("train.eval_every", EVAL_EVERY),)
-    once = every + (("method.refresh_every", 0), ("method.refresh_on_plateau", False))
-    if smoke:
-        refresh = (("method.refresh_every", 1), ("method.max_refreshes", 1))
-    else:
-        refresh = every + (("method.refresh_every", 40), ("method.refresh_on_plateau", True),
-                           ("method.plateau_patience", 2), ("method.max_refreshes", 1))
-    return [harness.Arm("grpo", "failure_prefix", variant="grpo", overrides=every),
+    """The three arms (a smoke run refreshes after one step)."""
+    once = (("method.refresh_every", 0), ("method.refresh_on_plateau", False))
+    refresh = (("method.refresh_every", 1 if smoke else REFRESH_AT),
+               ("method.refresh_on_plateau", False), ("method.max_refreshes", 1))
+    return [harness.Arm("grpo", "failure_prefix", variant="grpo"),
             harness.Arm("failure_prefix", "failure_prefix", overrides=once),
             harness.Arm("failure_prefix_refresh", "failure_prefix", overrides=refresh)]
-
-
-def build_start(runs: str, steps: int, overrides) -> str:
-    """GRPO on the arms' training set for `steps` steps (seed 0), exported; resumable."""
-    from configs import failure_prefix
-    from rl_reason import train
-
-    config = failure_prefix.get_config("grpo")
-    config.unlock()
-    config.train.num_steps = steps
-    for key, raw in overrides:
-        if key.startswith(("model.", "data.", "verifier.")):
-            harness.set_key(config, key, raw, parse=True)
-    config.lock()
-    workdir = os.path.join(runs, "start")
-    print(f"=== {NAME}: start checkpoint, GRPO for {steps} steps -> {workdir}", flush=True)
-    train.run(config, workdir)
-    return os.path.join(workdir, "hf")
 
 
 def training_signal(runs: str, results: dict) -> str:
@@ -108,16 +83,9 @@ def training_signal(runs: str, results: dict) -> str:
 
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
-    start_steps = 40
-    for flag in [a for a in argv if a.startswith("--start_steps=")]:
-        start_steps = int(flag.split("=", 1)[1])
-        argv.remove(flag)
-    args, overrides = harness.parse_args(argv, NAME, default_budget=120_000,
-                                         default_seeds="0,1,2")
-    if not args.start and not args.smoke:
-        argv.append(f"--start={build_start(args.runs, start_steps, overrides)}")
+    args, _ = harness.parse_args(argv, NAME, default_budget=120_000, default_seeds="0,1,2")
     results = harness.main(arms(args.smoke), argv, name=NAME, report=REPORT, curves=CURVES,
-                           default_budget=120_000)
+                           default_budget=120_000, start=START)
     signal = training_signal(args.runs, results)
     with open(os.path.join(args.out, "results.md"), "a") as f:
         f.write("\nTraining signal (zero-advantage share: mean over steps of the share of "

@@ -6,7 +6,8 @@
 
 Each (arm, seed) is an ordinary training run of `configs/<config>.py[:variant]` in
 its own workdir (RUNS/<arm>/seed<seed>), started from one shared checkpoint
-(`--start`: the embedded base policy by default, or any Hugging Face folder) and
+(`--start`: a Hugging Face folder; by default the experiment's `start`, a run of
+`start_checkpoint.py` trained once into RUNS/start, or the embedded base policy) and
 stopped at one generated-token budget (`--budget`, every sampler call counted:
 rollouts, hints, retries, replays' fresh samples, mining). The trainer resumes a
 stopped run and skips a finished one, so re-running the command continues a sweep
@@ -33,8 +34,9 @@ import sys
 from typing import Any, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+for _path in (ROOT, os.path.join(ROOT, "experiments")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 import numpy as np  # noqa: E402
 
@@ -200,8 +202,8 @@ def parse_args(argv, name: str, default_budget: int, default_seeds: str):
     parser.add_argument("--max_steps", type=int, default=1000,
                         help="upper bound on steps (the budget normally ends a run first)")
     parser.add_argument("--start", default="",
-                        help="start checkpoint (a Hugging Face folder); default: the embedded "
-                        "base policy")
+                        help="start checkpoint (a Hugging Face folder); default: the "
+                        "experiment's own start, else the embedded base policy")
     parser.add_argument("--out", default=os.path.join(ROOT, "experiments", "results", name),
                         help="where results.md, results.json and curves.png go")
     parser.add_argument("--runs", default=os.path.join(ROOT, "runs", name),
@@ -228,19 +230,44 @@ def parse_args(argv, name: str, default_budget: int, default_seeds: str):
     return args, overrides
 
 
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """A start checkpoint trained for the experiment: `config` (configs/<name>.py
+    [:variant]) for `steps` steps with seed 0 and `overrides`, once
+    (experiments/start_checkpoint.py)."""
+
+    config: str
+    steps: int
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+def resolve_start(args, start: Start | None, smoke: bool) -> str:
+    from rl_reason import pretrain
+    from start_checkpoint import start_checkpoint
+
+    if args.start:
+        return args.start
+    if start is None or smoke:
+        return pretrain.ensure_base_policy()
+    print(f"=== start checkpoint: {start.config} for {start.steps} steps", flush=True)
+    return start_checkpoint(start.config, steps=start.steps, seed=0,
+                            out=os.path.join(args.runs, "start"),
+                            overrides=dict(start.overrides))
+
+
 def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
          report: Sequence[str], curves: Sequence[str], default_budget: int,
-         default_seeds: str = "0,1,2") -> dict:
+         default_seeds: str = "0,1,2", start: Start | None = None) -> dict:
     """Runs (or resumes) the sweep, then writes and prints the results. Returns
     {arm: {seed: final metrics}}."""
-    from rl_reason import pretrain, train
+    from rl_reason import train
 
     args, overrides = parse_args(argv, name, default_budget, default_seeds)
     chosen = [a for a in arms if not args.arms or a.name in args.arms.split(",")]
     unknown = set(filter(None, args.arms.split(","))) - {a.name for a in arms}
     if unknown or not chosen:
         raise SystemExit(f"unknown arms {sorted(unknown)}; arms are {[a.name for a in arms]}")
-    start = args.start or pretrain.ensure_base_policy()
+    start = resolve_start(args, start, args.smoke)
     results: dict[str, dict[int, dict[str, float]]] = {}
     workdirs: dict[str, list[str]] = {}
     for arm in chosen:

@@ -39,15 +39,17 @@ ATTEMPTS = 5
 # arms' evaluations so they are measured alike.
 EPISODE_TOKENS = 128
 EVAL = (("eval.attempts", ATTEMPTS), ("eval.attempt_feedback", "multi_attempt"),
-        ("eval.attempt_temperature", 0.0), ("eval.max_new_tokens", EPISODE_TOKENS))
+        ("eval.attempt_temperature", 0.0), ("eval.max_new_tokens", EPISODE_TOKENS),
+        ("eval.max_problems", 0), ("eval.num_samples", 2), ("eval.ks", (1, 2)))
 ARMS = [harness.Arm("grpo", "grpo", overrides=EVAL),
         harness.Arm("multi_attempt", "multi_attempt", overrides=EVAL)]
 REPORT = (tuple(f"eval/attempts@{k}" for k in range(1, ATTEMPTS + 1))
           + ("eval/attempts_answer_repeat_rate", "eval/greedy_accuracy"))
 CURVES = ("eval/attempts@1", "eval/attempts@2", "eval/attempts@5",
           "eval/attempts_answer_repeat_rate", "eval/greedy_accuracy", "reward_mean")
-# About 40 multi-attempt steps of the embedded default (16 questions x 8 episodes).
-DEFAULT_BUDGET = 600_000
+# About 80 steps of the multi-attempt default (8 questions x 8 episodes, about 4.5k
+# generated tokens a step); GRPO's default step generates about 3-4k.
+DEFAULT_BUDGET = 360_000
 
 
 def gain_table(results: dict[str, dict[int, dict[str, float]]]) -> str:

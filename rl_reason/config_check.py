@@ -89,6 +89,7 @@ def check(c, num_devices: int | None = None) -> None:
     _require(o.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
     _require(o.ppo_epochs >= 1, "optim.ppo_epochs must be >= 1")
     _require(o.num_minibatches >= 1, "optim.num_minibatches must be >= 1")
+    _require(o.micro_batches >= 1, "optim.micro_batches must be >= 1")
     _require(o.grad_clip >= 0, "optim.grad_clip must be >= 0 (0 = off)")
 
     t = c.train

@@ -9,9 +9,11 @@ prints what each chip holds: parameters, gradients, optimizer moments, the froze
 reference (when KL is on) and the sampler's KV cache for one call of
 `rollout.max_sample_batch` rows. Activations of the update are not counted (they
 depend on remat and the minibatch size); the headroom left for them is printed.
-Nothing is allocated, so a 70B plan runs on a laptop. Exit status: 0 when the plan
-fits, 1 when it does not, 2 for a user error such as a mesh that does not match the
-device count (one line `error: ...`, rl_reason/errors.py).
+Host memory that a method's state may reach (ExGRPO's replay buffer) is printed
+apart, with the assumption behind its estimate. Nothing is allocated, so a 70B plan
+runs on a laptop. Exit status: 0 when the plan fits, 1 when it does not, 2 for a user
+error such as a mesh that does not match the device count (one line `error: ...`,
+rl_reason/errors.py).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class Plan:
     bytes_per_device: dict[str, float]   # parameters, gradients, optimizer, reference, kv_cache
     replicated_params: list[str]         # parameters no mesh axis could split
     hbm_bytes: float
+    # Host memory per process of the method's state (not on the chips), with the
+    # assumption behind each estimate.
+    host_bytes: dict[str, float] = dataclasses.field(default_factory=dict)
+    host_assumptions: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -53,6 +59,9 @@ class Plan:
         lines.append(f"  {'total':<12} {self.total / GIB:8.2f} GiB of {self.hbm_bytes / GIB:.0f} "
                      f"GiB ({'fits' if self.fits else 'DOES NOT FIT'}; "
                      f"{(self.hbm_bytes - self.total) / GIB:.2f} GiB left for activations)")
+        for name, b in self.host_bytes.items():
+            lines.append(f"  {name:<12} {b / GIB:8.2f} GiB host memory per process "
+                         f"({self.host_assumptions[name]})")
         if self.replicated_params:
             lines.append("  replicated (no axis divides them): "
                          + ", ".join(self.replicated_params))
@@ -115,7 +124,11 @@ def plan(config, model_config: ModelConfig, num_devices: int, hbm_gib: float) ->
             if sharding.LOGICAL_TO_MESH[name] is not None and spec is None:
                 key = "/".join(str(getattr(k, "key", k)) for k in path)
                 replicated.append(f"{key}[{dim}]={shape.shape[dim]} ({name})")
-    return Plan(dict(mesh.shape), sizes, replicated, hbm_gib * GIB)
+    from rl_reason.methods import METHODS
+    host = METHODS[config.method_name].host_memory(config)
+    return Plan(dict(mesh.shape), sizes, replicated, hbm_gib * GIB,
+                host_bytes={k: float(b) for k, (b, _) in host.items()},
+                host_assumptions={k: why for k, (_, why) in host.items()})
 
 
 @exit_on_user_error

@@ -22,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
+from rl_reason import stats
+
 METRICS_FILE = "metrics.jsonl"   # written by rl_reason.metrics.MetricsWriter
 PREFERRED = ("reward_mean", "accuracy", "eval/*", "response_length_mean", "entropy", "kl",
              "grad_norm", "none_pass_fraction")
@@ -61,16 +63,21 @@ def read_metrics(workdir: str | os.PathLike) -> dict[str, Series]:
 # Eval metrics that are accuracies, in the order held_out_report lists them.
 _ACCURACY_PREFIXES = ("eval/greedy_accuracy", "eval/avg@", "eval/pass@", "eval/maj@",
                       "eval/attempts@")
+# rl_reason.train writes each evaluation's generations to EVAL_DIR/step_<step>.jsonl.
+EVAL_DIR = "eval"
 
 
 def held_out_report(workdir: str | os.PathLike) -> str | None:
     """A run's held-out accuracies at its first and last evaluations, side by side
-    (what `rl_reason.main` prints at the end). Read from metrics.jsonl, so a resumed run
-    reports from its very first evaluation. None with fewer than two evaluations."""
+    (what `rl_reason.main` prints at the end), each with its standard error over
+    problems and the change with its paired standard error (rl_reason/stats.py),
+    computed from the evaluations' generation files. Values come from metrics.jsonl,
+    so a resumed run reports from its very first evaluation; without the generation
+    files the standard errors are left out. None with fewer than two evaluations."""
     series = read_metrics(workdir)
     # The sampled @1 metrics all estimate one sample's accuracy, which avg@k states
     # best; attempts@1 is the first attempt of a k-attempt episode, kept.
-    keys = [k for prefix in _ACCURACY_PREFIXES for k in sorted(series)
+    keys = [k for prefix in _ACCURACY_PREFIXES for k in sorted(series, key=_by_k)
             if k.startswith(prefix) and (prefix == "eval/attempts@" or not k.endswith("@1"))]
     steps = sorted({int(s) for k in keys for s in series[k][0]})
     if len(steps) < 2:
@@ -83,10 +90,49 @@ def held_out_report(workdir: str | os.PathLike) -> str | None:
 
     rows = [(k[len("eval/"):], at(k, first), at(k, last)) for k in keys]
     rows = [(name, a, b) for name, a, b in rows if a is not None and b is not None]
+    ks = sorted({int(name.split("@")[1]) for name, _, _ in rows
+                 if "@" in name and not name.startswith("attempts@")})
+    before, after = (_eval_scores(workdir, step, ks) for step in (first, last))
     width = max((len(name) for name, _, _ in rows), default=0)
-    lines = [f"Held-out accuracy, step {first} -> step {last}:"]
-    lines += [f"  {name:<{width}}  {a:.3f} -> {b:.3f}  ({b - a:+.3f})" for name, a, b in rows]
-    return "\n".join(lines)
+    header = f"Held-out accuracy, step {first} -> step {last}"
+    lines = []
+    for name, a, b in rows:
+        if name in before and name in after:
+            change = _paired(before[name], after[name])
+            ea, eb = stats.mean_and_se(before[name]), stats.mean_and_se(after[name])
+            lines.append(f"  {name:<{width}}  {ea} -> {eb}  ({b - a:+.3f}"
+                         + (f" ± {change.se:.3f})" if change else ")"))
+        else:
+            lines.append(f"  {name:<{width}}  {a:.3f} -> {b:.3f}  ({b - a:+.3f})")
+    if any("±" in line for line in lines):
+        problems = len(next(iter(after.values())))
+        header += (f" ({problems} problems; ± standard error over problems, paired for "
+                   "the change)")
+    return "\n".join([header + ":"] + lines)
+
+
+def _by_k(key: str) -> tuple[str, int]:
+    """Sort order: avg@4 before avg@8 before avg@16."""
+    name, _, k = key.partition("@")
+    return name, int(k) if k.isdigit() else 0
+
+
+def _eval_scores(workdir, step: int, ks) -> dict[str, dict[int, float]]:
+    path = pathlib.Path(workdir) / EVAL_DIR / f"step_{step}.jsonl"
+    if not path.is_file():
+        return {}
+    try:
+        generations = stats.read_generations(path)
+        return stats.per_problem_scores(generations, ks) | stats.attempt_scores(generations)
+    except (ValueError, KeyError, TypeError):
+        return {}   # an unreadable or partial file: report without standard errors
+
+
+def _paired(before: dict[int, float], after: dict[int, float]) -> "stats.Estimate | None":
+    try:
+        return stats.paired_difference(before, after)
+    except ValueError:
+        return None   # not the same problems (the held-out set changed on resume)
 
 
 def default_metrics(runs: dict[str, dict[str, Series]]) -> list[str]:

@@ -3,19 +3,23 @@
     python -m rl_reason.pretrain [--out=DIR] [--seed=0] [--steps=N] [--size=small]
 
 builds the tokenizer from the task's texts, trains a few-million-parameter Qwen3-family
-model on worked solutions in every prompt format the methods use (rl_reason/data/
-templates.py: plain, LTE hint / concise, multi-attempt with wrong attempts and
+model on conversations in every prompt format the methods use (rl_reason/data/
+warm_start.py: plain, LTE hint / concise, multi-attempt with wrong attempts and
 feedback, R3L episodes, reflection reports and guided retries, continuation from a
-prefix), and writes a Hugging Face checkpoint (config.json, model.safetensors,
-tokenizer files) plus base_policy_stats.json. About 4 minutes on 2 CPU cores.
-Half of the plain multi-step solutions end "The result is 32." instead of the box
+correct prefix and repair after a failure prefix), and writes a Hugging Face
+checkpoint (config.json, model.safetensors, tokenizer files) plus
+base_policy_stats.json. About 5 minutes on 2 CPU cores. Half of the multi-step
+answers, in every prompt kind, end "The result is 32." instead of the box
 (`Settings.unboxed_share`), so the base policy, like real base models, often states
-a worked-out answer in a form the verifier does not accept.
+a worked-out answer in a form the verifier does not accept, equally whatever prompt
+a method sends.
 
-The run ends by measuring what RL needs from a base policy: per-problem pass rates
-(8 samples at temperature 1) on a slice of the training split, which must contain
-problems never solved, always solved and in between, and greedy accuracy on the
-held-out split, which RL should then raise. Training is deliberately short: the
+The run ends by measuring what RL needs from a base policy (rl_reason/pretrain_eval.py):
+per-problem pass rates on a slice of the training split, which must contain problems
+never solved, always solved and in between; greedy accuracy on the RL held-out split,
+which RL should then raise; and accuracy and boxed share by prompt kind, which must
+not favour a method's prompts. It also prints what the warm-start data held (boxed
+share by kind, the spread of retry_from_step). Training is deliberately short: the
 middle of the difficulty range is left under-trained so RL has room to learn.
 
 `ensure_base_policy()` returns the cached checkpoint, building it on first use; the
@@ -38,18 +42,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rl_reason import sampling
-from rl_reason.data import synthetic, templates, tokenizer_builder
+from rl_reason import pretrain_eval
+from rl_reason.data import packing, tokenizer_builder, warm_start
 from rl_reason.errors import exit_on_user_error
 from rl_reason.models import hf, transformer
-from rl_reason.models.tokenizer import apply_chat, pad_token_id, stop_token_ids
+from rl_reason.models.tokenizer import pad_token_id, stop_token_ids
 from rl_reason.models.config import ModelConfig
 from rl_reason.models.model import Model, init
-from rl_reason.verifiers.exact_int import ExactIntVerifier
 
-VERSION = "base_policy_v5"
+VERSION = "base_policy_v6"
 STATS_FILE = "base_policy_stats.json"
-PASS_SAMPLES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,31 +59,38 @@ class Settings:
     """Everything that decides the base policy (its cache name carries VERSION)."""
 
     seed: int = 0
-    # Measured: 2 layers reach the copy-then-compute stage of the task in ~150 steps
-    # where 4 layers of the same width need ~300; more depth did not pay in 5 minutes.
-    steps: int = 660
+    # 2 layers learn to copy operands sooner than 4 in the same time (README).
+    # 900 steps: the data spreads over ten prompt kinds, and fewer steps left the plain
+    # prompt's working too weak for RL to find rewards at levels 2-3.
+    steps: int = 900
     hidden: int = 128
     layers: int = 2
     # 4 heads of 32, not 2 of 64: most wrong answers were operands mis-copied from the
-    # question, and more heads copy better. Measured at 900 steps: level-1 pass rate
-    # 0.97 (was 0.51), held-out greedy 0.231 (was 0.105), 15% slower per step; hence
-    # 660 steps, to stay within 5 minutes (600 steps: 240 s alone, level-1 pass 0.77).
+    # question, and more heads copy better (README).
     head_dim: int = 32
+    # Steps of 8 rows of 256 tokens; conversations longer than a row (reflections on
+    # 3-attempt episodes) go to steps of 4 rows of 512 (data/packing.py).
     rows_per_batch: int = 8
     row_len: int = 256
     learning_rate: float = 3e-3
     vocab_size: int = 512
     tokenizer_problems: int = 3000
     eval_train_problems: int = 192
-    eval_held_out_problems: int = 256
+    # The RL runs' levels and held-out split (configs/base.py embedded_cpu_settings:
+    # data.embedded_levels, data.embedded_eval_size; a test keeps them equal).
+    rl_levels: tuple = (2, 3)
+    eval_held_out_problems: int = 512
+    # Accuracy and format by prompt kind: these many training problems at rl_levels,
+    # these many samples each.
+    kind_problems: int = 64
+    kind_samples: int = 4
     max_new_tokens: int = 64
     # Warm-start problems by level (1..8): mostly easy ones, so that in minutes the model
-    # masters the easy end; the hard end stays unsolved and RL works in between.
-    # Measured with 2 heads of 64 and 900 steps: (8, 6, 4, 3, 2, 1, 1, 1) gave level-1
-    # pass rate 0.35, held-out greedy 0.070; these weights 0.51 and 0.105.
+    # masters the easy end; the hard end stays unsolved and RL works in between (flatter
+    # weights left the easy end unlearnt, README).
     level_weights: tuple = (20, 10, 5, 3, 2, 1, 1, 1)
-    # Share of plain warm-start solutions that end without the boxed answer (synthetic.
-    # warm_start_conversations): the base policy must learn the format from reward.
+    # Share of multi-step responses in every prompt kind that end without the boxed
+    # answer (data/warm_start.py): the base policy must learn the format from reward.
     unboxed_share: float = 0.5
 
 
@@ -89,7 +98,8 @@ SIZES = {
     "small": {},
     # For tests: seconds, not minutes; the model learns little.
     "tiny": dict(hidden=64, layers=2, rows_per_batch=4, row_len=384, tokenizer_problems=300,
-                 eval_train_problems=16, eval_held_out_problems=16, vocab_size=320),
+                 eval_train_problems=16, eval_held_out_problems=16, kind_problems=4,
+                 kind_samples=2, vocab_size=320),
 }
 
 
@@ -112,7 +122,7 @@ def ensure_base_policy(cache_dir: str | None = None) -> str:
     path = os.path.abspath(cache_dir or default_cache_dir())
     if is_complete(path):
         return path
-    print(f"Building the embedded base policy in {path} (once; about 4 minutes on CPU).",
+    print(f"Building the embedded base policy in {path} (once; about 5 minutes on CPU).",
           flush=True)
     build_base_policy(path, Settings())
     return path
@@ -126,22 +136,10 @@ def model_config(s: Settings, vocab_size: int, tokenizer) -> ModelConfig:
         num_kv_heads=heads, head_dim=s.hidden // heads, rope_theta=10000.0,
         max_position_embeddings=2048, tie_embeddings=False,
         eos_token_id=stop_token_ids(tokenizer),
-        pad_token_id=tokenizer.pad_token_id)
+        pad_token_id=pad_token_id(tokenizer))
 
 
 # ------------------------------------------------------------------------------ data
-
-@dataclasses.dataclass(frozen=True)
-class PackedRows:
-    """Conversations packed into rows of equal length [N, T]: token ids, loss mask
-    (1 on trained tokens), segment number (0 = padding) and position in the segment."""
-
-    tokens: np.ndarray
-    loss_mask: np.ndarray
-    segments: np.ndarray
-    positions: np.ndarray
-    num_conversations: int
-
 
 def tokenizer_corpus(num_problems: int, seed: int) -> list[str]:
     """Texts to learn merges from: every message of warm-start conversations of all
@@ -151,81 +149,9 @@ def tokenizer_corpus(num_problems: int, seed: int) -> list[str]:
     not 0.90, at 660 steps: the warm-start ends near where the model learns to copy
     operands, so small changes move it)."""
     texts = ["system", "user", "assistant"]
-    for conversation in synthetic.warm_start_conversations(num_problems, seed=seed):
+    for conversation in warm_start.warm_start_conversations(num_problems, seed=seed):
         texts += [part for m in conversation.messages for part in (m["role"], m["content"])]
     return texts
-
-
-def conversation_segments(tokenizer, conversation: synthetic.Conversation) -> list[tuple[str, bool]]:
-    """(text, trained) pieces whose concatenation is the rendered chat.
-
-    Each assistant turn is cut out of the rendering exactly where generation starts
-    (after the generation prompt) and stops: the response, then the end-of-turn token,
-    trained with it because it is how the policy stops. One render per conversation
-    (rendering dominates the data time).
-    """
-    text = apply_chat(tokenizer, list(conversation.messages), add_generation_prompt=False)
-    generation_prompt = tokenizer_builder.IM_START + "assistant\n"
-    segments, cursor = [], 0
-    last = len(conversation.messages) - 1
-    for i, (message, trained) in enumerate(zip(conversation.messages, conversation.trained)):
-        if message["role"] != "assistant":
-            continue
-        response = message["content"] + tokenizer_builder.IM_END
-        start = text.find(generation_prompt + response, cursor)
-        if start < 0:
-            raise ValueError("pretrain: the chat template does not render assistant turns as "
-                             "ChatML; cannot mark the trained tokens")
-        start += len(generation_prompt)
-        cut = conversation.prefix_chars if i == last else 0
-        # A given prefix is encoded on its own, as templates.encode_prompt does.
-        segments += [(text[cursor:start], False), (message["content"][:cut], False),
-                     (message["content"][cut:], trained), (tokenizer_builder.IM_END, trained)]
-        cursor = start + len(response)
-    segments.append((text[cursor:], False))
-    return [(piece, trained) for piece, trained in segments if piece]
-
-
-def build_rows(tokenizer, num_rows: int, row_len: int, *, seed: int,
-               level_weights=None, unboxed_share: float = 0.0) -> PackedRows:
-    """`num_rows` packed rows of fresh warm-start conversations (each used once)."""
-    shape = (num_rows, row_len)
-    tokens, loss_mask = np.zeros(shape, np.int32), np.zeros(shape, np.float32)
-    segments, positions = np.zeros(shape, np.int32), np.zeros(shape, np.int32)
-    backend = tokenizer.backend_tokenizer
-    row, fill, count, chunk = 0, 0, 0, 0
-    while row < num_rows:
-        # About 6 conversations fill a row; a small margin avoids a mostly wasted chunk.
-        wanted = min(4000, 7 * (num_rows - row) + 16)
-        conversations = synthetic.warm_start_conversations(
-            wanted, seed=seed * 7919 + chunk + 1, level_weights=level_weights,
-            unboxed_share=unboxed_share)
-        chunk += 1
-        pieces = [conversation_segments(tokenizer, c) for c in conversations]
-        flat = [text for p in pieces for text, _ in p]
-        ids = iter(e.ids for e in backend.encode_batch(flat, add_special_tokens=False))
-        for p in pieces:
-            seq, mask = [], []
-            for _, trained in p:
-                piece = next(ids)
-                seq += piece
-                mask += [float(trained)] * len(piece)
-            if len(seq) > row_len:
-                continue  # longer than a row: never the case with the default lengths
-            if fill + len(seq) > row_len:
-                row, fill = row + 1, 0
-                if row == num_rows:
-                    break
-            count += 1
-            sl = slice(fill, fill + len(seq))
-            tokens[row, sl], loss_mask[row, sl] = seq, mask
-            segments[row, sl], positions[row, sl] = count, np.arange(len(seq))
-            fill += len(seq)
-    return PackedRows(tokens, loss_mask, segments, positions, count)
-
-
-def encode_plain_prompt(tokenizer, problem: str) -> list[int]:
-    return templates.encode_prompt(tokenizer, templates.plain_prompt(problem))
 
 
 # ------------------------------------------------------------------------- training
@@ -254,7 +180,8 @@ def make_train_step(config: ModelConfig, optimizer):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def train(s: Settings, config: ModelConfig, rows: PackedRows) -> tuple[Model, float]:
+def train(s: Settings, config: ModelConfig, batches: packing.WarmStartBatches
+          ) -> tuple[Model, float]:
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, s.learning_rate, warmup_steps=max(1, s.steps // 20), decay_steps=s.steps,
         end_value=s.learning_rate * 0.1)
@@ -263,12 +190,10 @@ def train(s: Settings, config: ModelConfig, rows: PackedRows) -> tuple[Model, fl
     params = init(config, s.seed).params
     opt_state = optimizer.init(params)
     train_step = make_train_step(config, optimizer)
-    R = s.rows_per_batch
     start, loss_ema, loss = time.time(), None, 0.0
     print_every = max(1, s.steps // 20)
     for i in range(s.steps):
-        batch = tuple(jnp.asarray(a[i * R:(i + 1) * R]) for a in
-                      (rows.tokens, rows.loss_mask, rows.segments, rows.positions))
+        batch = tuple(jnp.asarray(a) for a in batches.batch(i))
         params, opt_state, loss = train_step(params, opt_state, batch)
         if (i + 1) % print_every == 0 or i + 1 == s.steps:
             loss = float(loss)
@@ -276,82 +201,9 @@ def train(s: Settings, config: ModelConfig, rows: PackedRows) -> tuple[Model, fl
             elapsed = time.time() - start
             rate = (i + 1) / elapsed
             print(f"  step {i + 1:5d}/{s.steps}  loss {loss:.4f} (ema {loss_ema:.4f})  "
-                  f"{rate:.2f} steps/s  {rate * R * s.row_len / 1000:.1f}k tok/s  "
+                  f"{rate:.2f} steps/s  {rate * s.rows_per_batch * s.row_len / 1000:.1f}k tok/s  "
                   f"ETA {(s.steps - i - 1) / rate:.0f}s", flush=True)
     return Model(params, config), float(loss)
-
-
-# ----------------------------------------------------------------------- evaluation
-
-def _pass_rates(model, tokenizer, records, *, samples: int, greedy: bool, seed: int,
-                max_new_tokens: int, chunk: int = 512) -> tuple[np.ndarray, float]:
-    """Fraction of `samples` responses per record that the exact-int verifier accepts,
-    and the share of all responses that give no final answer (no box)."""
-    prompts = [encode_plain_prompt(tokenizer, r.problem) for r in records]
-    flat_prompts = [p for p in prompts for _ in range(samples)]
-    answers = [r.answer for r in records for _ in range(samples)]
-    stop_ids = stop_token_ids(tokenizer)
-    texts = []
-    for c in range(0, len(flat_prompts), chunk):
-        out = sampling.generate(model, flat_prompts[c:c + chunk], max_new_tokens=max_new_tokens,
-                                rng=jax.random.PRNGKey(seed + c), temperature=1.0,
-                                greedy=greedy, stop_token_ids=stop_ids,
-                                pad_id=pad_token_id(tokenizer))
-        texts += out.decode(tokenizer, skip_stop_tokens=stop_ids)
-    results = ExactIntVerifier().verify_batch(texts, answers)
-    rewards = [r.reward for r in results]
-    no_answer = float(np.mean([r.status == "no_answer" for r in results])) if results else 0.0
-    return np.asarray(rewards, np.float64).reshape(len(records), samples).mean(axis=1), no_answer
-
-
-def evaluate(model, tokenizer, s: Settings) -> dict:
-    """Pass-rate histogram on a training slice and greedy held-out accuracy, by level."""
-    train_slice = synthetic.train_records(s.eval_train_problems, seed=s.seed)
-    held_out = synthetic.held_out_records(s.eval_held_out_problems, seed=s.seed)
-    rates, sampled_no_answer = _pass_rates(
-        model, tokenizer, train_slice, samples=PASS_SAMPLES, greedy=False, seed=s.seed,
-        max_new_tokens=s.max_new_tokens)
-    greedy, greedy_no_answer = _pass_rates(
-        model, tokenizer, held_out, samples=1, greedy=True, seed=s.seed,
-        max_new_tokens=s.max_new_tokens)
-    counts = np.bincount(np.rint(rates * PASS_SAMPLES).astype(int), minlength=PASS_SAMPLES + 1)
-
-    def by_level(records, values):
-        levels = np.array([r.meta["level"] for r in records])
-        return {str(level): round(float(values[levels == level].mean()), 4)
-                for level in sorted(set(levels.tolist()))}
-
-    return {
-        "pass_rate_histogram": {f"{k}/{PASS_SAMPLES}": int(n) for k, n in enumerate(counts)},
-        "train_slice_problems": len(train_slice),
-        "train_slice_mean_pass_rate": round(float(rates.mean()), 4),
-        "train_slice_pass_rate_by_level": by_level(train_slice, rates),
-        "none_pass_fraction": round(float(np.mean(rates == 0)), 4),
-        "all_pass_fraction": round(float(np.mean(rates == 1)), 4),
-        "mixed_fraction": round(float(np.mean((rates > 0) & (rates < 1))), 4),
-        "train_slice_no_answer_share": round(sampled_no_answer, 4),
-        "held_out_problems": len(held_out),
-        "held_out_greedy_accuracy": round(float(greedy.mean()), 4),
-        "held_out_greedy_accuracy_by_level": by_level(held_out, greedy),
-        "held_out_greedy_no_answer_share": round(greedy_no_answer, 4),
-    }
-
-
-def print_stats(stats: dict) -> None:
-    hist = stats["pass_rate_histogram"]
-    total = max(1, sum(hist.values()))
-    print(f"Per-problem pass rate ({PASS_SAMPLES} samples, temperature 1) on "
-          f"{stats['train_slice_problems']} training problems:")
-    for label, n in hist.items():
-        print(f"  {label:>4} {n:4d} {'#' * round(60 * n / total)}")
-    print(f"  none-pass {stats['none_pass_fraction']:.2f}  mixed {stats['mixed_fraction']:.2f}  "
-          f"all-pass {stats['all_pass_fraction']:.2f}")
-    print(f"  mean pass rate by level: {stats['train_slice_pass_rate_by_level']}; "
-          f"{stats['train_slice_no_answer_share']:.0%} of the samples give no boxed answer")
-    print(f"Held-out greedy accuracy: {stats['held_out_greedy_accuracy']:.3f} on "
-          f"{stats['held_out_problems']} problems; by level: "
-          f"{stats['held_out_greedy_accuracy_by_level']}; "
-          f"{stats['held_out_greedy_no_answer_share']:.0%} give no boxed answer", flush=True)
 
 
 # ---------------------------------------------------------------------------- build
@@ -368,24 +220,25 @@ def build_base_policy(out: str, s: Settings) -> dict:
             tokenizer_corpus(s.tokenizer_problems, seed=s.seed), staging,
             vocab_size=s.vocab_size)
         config = model_config(s, len(tokenizer), tokenizer)
-        rows = build_rows(tokenizer, s.steps * s.rows_per_batch, s.row_len,
-                          seed=s.seed, level_weights=s.level_weights,
-                          unboxed_share=s.unboxed_share)
+        batches = packing.build_batches(tokenizer, s.steps, s.rows_per_batch, s.row_len,
+                                        seed=s.seed, level_weights=s.level_weights,
+                                        unboxed_share=s.unboxed_share)
         print(f"Warm-start: {config.num_params() / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
-              f"{s.steps} steps of {s.rows_per_batch} x {s.row_len} tokens "
-              f"({rows.num_conversations} conversations, "
-              f"{rows.loss_mask.sum() / rows.loss_mask.size:.0%} trained tokens).", flush=True)
-        model, final_loss = train(s, config, rows)
+              f"{s.steps} steps of {s.rows_per_batch} x {s.row_len} tokens, "
+              f"{len(batches.long_steps)} of them {s.rows_per_batch // 2} x {2 * s.row_len} "
+              f"({batches.num_conversations} conversations, "
+              f"{batches.trained_share():.0%} trained tokens).", flush=True)
+        model, final_loss = train(s, config, batches)
         train_seconds = time.time() - started
-        stats = evaluate(model, tokenizer, s)
+        stats = pretrain_eval.evaluate(model, tokenizer, s)
         # Through JSON so the returned stats equal the file (tuples become lists).
         stats.update(version=VERSION, settings=json.loads(json.dumps(dataclasses.asdict(s))),
                      num_params=config.num_params(), final_loss=round(final_loss, 4),
                      train_seconds=round(train_seconds, 1),
                      total_seconds=round(time.time() - started, 1),
                      stop_token_ids=list(stop_token_ids(tokenizer)),
-                     max_new_tokens=s.max_new_tokens)
-        print_stats(stats)
+                     max_new_tokens=s.max_new_tokens, warm_start=batches.census)
+        pretrain_eval.print_stats(stats)
         hf.save(model, staging)
         with open(os.path.join(staging, STATS_FILE), "w") as f:
             json.dump(stats, f, indent=2)
@@ -416,7 +269,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps")
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--unboxed-share", type=float, default=None,
-                        help="share of plain warm-start solutions without the boxed answer")
+                        help="share of multi-step responses, in every prompt kind, without the box")
     args = parser.parse_args(argv)
     s = Settings(seed=args.seed, **SIZES[args.size])
     if args.unboxed_share is not None:

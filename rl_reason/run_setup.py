@@ -17,7 +17,7 @@ from rl_reason import models, sharding
 from rl_reason.data import prompt_filter, sources, synthetic
 from rl_reason.data.stream import PromptStream, StreamExhausted
 from rl_reason import verifiers
-from rl_reason.errors import MissingPathError, UnwritablePathError
+from rl_reason.errors import MissingPathError, UnwritablePathError, UserError
 
 DataExhausted = StreamExhausted
 
@@ -25,8 +25,9 @@ DataExhausted = StreamExhausted
 def prepare_workdir(workdir: str, config) -> str:
     """Create the workdir, prove it is writable, and record the config in it.
 
-    Fails before any compute if the directory cannot be written; when resuming with a
-    changed config, says which keys differ (the run continues with the new values).
+    Fails before any compute if the directory cannot be written, or if it holds a run
+    of another method (`check_same_run`); when resuming with an otherwise changed
+    config, says which keys differ (the run continues with the new values).
     """
     workdir = os.path.abspath(os.path.expanduser(workdir))
     try:
@@ -35,16 +36,21 @@ def prepare_workdir(workdir: str, config) -> str:
             pass
     except OSError as e:
         raise UnwritablePathError(f"workdir {workdir} is not writable: {e}") from e
-    if jax.process_index() != 0:
-        return workdir
     path = os.path.join(workdir, "config.json")
     new = json.loads(config.to_json_best_effort())
+    old = None
     if os.path.exists(path):
         with open(path) as f:
             try:
                 old = json.load(f)
             except json.JSONDecodeError:
                 old = {}
+        # On every process that sees the file, so none of them goes on alone.
+        if old:
+            check_same_run(old, new, path)
+    if jax.process_index() != 0:
+        return workdir
+    if old is not None:
         changed = sorted(_diff(old, new))
         if changed:
             print(f"Note: the config differs from the one recorded in {path} at: "
@@ -53,6 +59,36 @@ def prepare_workdir(workdir: str, config) -> str:
         json.dump(new, f, indent=2, sort_keys=True)
     os.replace(path + ".tmp", path)
     return workdir
+
+
+class WorkdirMismatchError(UserError, ValueError):
+    """The workdir holds a run whose method state cannot continue under this config."""
+
+
+def identity_keys(config_json: dict) -> tuple[str, ...]:
+    """method_name, and the keys its method names in `Method.identity_keys`."""
+    from rl_reason.methods import METHODS  # late: methods import heavy modules
+    method = METHODS.get(config_json.get("method_name"))
+    return ("method_name",) + (method.identity_keys if method else ())
+
+
+def check_same_run(old: dict, new: dict, path: str) -> None:
+    """Raise WorkdirMismatchError when an identity key of the run recorded at `path`
+    differs: its checkpoint's method state (a GRPO run's empty one resumed as ExGRPO,
+    a buffer bucketed by another group size) would be read as something it is not."""
+    def get(tree, dotted):
+        for part in dotted.split("."):
+            tree = tree.get(part) if isinstance(tree, dict) else None
+        return tree
+
+    keys = dict.fromkeys(identity_keys(old) + identity_keys(new))
+    differ = [f"{k}: {get(old, k)!r} there, {get(new, k)!r} now" for k in keys
+              if get(old, k) != get(new, k)]
+    if differ:
+        raise WorkdirMismatchError(
+            f"the workdir {os.path.dirname(path)} holds a different run ({'; '.join(differ)}), "
+            "which cannot be resumed with this config; give another --workdir, or delete "
+            "that one to start over")
 
 
 def _diff(old, new, prefix="") -> set[str]:

@@ -165,8 +165,14 @@ def param_shardings(config: ModelConfig, mesh) -> dict[str, Any]:
     """NamedSharding per parameter, matching transformer.init_params(config) exactly.
 
     Works with a concrete Mesh and with a jax.sharding.AbstractMesh (planning a
-    pod layout without its devices).
+    pod layout without its devices). Built once per (config, mesh): the sampler asks at
+    every call, and building them traces init_params.
     """
+    return _param_shardings(config, mesh)
+
+
+@functools.lru_cache(maxsize=32)
+def _param_shardings(config: ModelConfig, mesh) -> dict[str, Any]:
     shapes = _param_shapes(config)
     axes = param_logical_axes(config)
     return jax.tree.map(lambda s, a: logical_sharding(s.shape, a, mesh), shapes, axes,
@@ -174,8 +180,15 @@ def param_shardings(config: ModelConfig, mesh) -> dict[str, Any]:
 
 
 def shard_params(params, config: ModelConfig, mesh: Mesh):
-    """Places (or re-places) a parameter tree on `mesh` by the partition rules."""
-    return jax.device_put(params, param_shardings(config, mesh))
+    """Places (or re-places) a parameter tree on `mesh` by the partition rules; a tree
+    already placed so (the trainer's parameters, at every sampler call) is returned
+    as it is."""
+    target = param_shardings(config, mesh)
+    placed = jax.tree.map(lambda x, s: isinstance(x, jax.Array) and x.sharding == s,
+                          params, target)
+    if all(jax.tree.leaves(placed)):
+        return params
+    return jax.device_put(params, target)
 
 
 def cache_sharding(config: ModelConfig, batch: int, length: int, mesh) -> NamedSharding:

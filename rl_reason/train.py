@@ -29,6 +29,7 @@ import numpy as np
 from rl_reason import checkpoint as ckpt_lib
 from rl_reason import config_check, metrics as metrics_lib, sharding, train_step
 from rl_reason import evaluate as evaluate_lib
+from rl_reason.evaluation import initial as initial_eval
 from rl_reason import models, plot, run_setup
 from rl_reason.methods import make_method
 from rl_reason.methods.base import Outcome, Sample, StepContext, TokenScores
@@ -73,7 +74,8 @@ class Trainer:
                                                    self.mesh)
         self.state = train_step.init_state(model.params, self.optimizer, self.state_sh)
         self.updates_per_batch = c.optim.ppo_epochs * c.optim.num_minibatches
-        self.row_multiple = c.optim.num_minibatches * sharding.data_parallel_size(self.mesh)
+        self.row_multiple = (c.optim.num_minibatches * c.optim.micro_batches
+                             * sharding.data_parallel_size(self.mesh))
         self.method = make_method(c.method_name, c, self.tokenizer)
 
         self.stream, self.eval_records = run_setup.make_data(c, self.tokenizer)
@@ -308,7 +310,8 @@ class Trainer:
             self._update_fns[loss_config] = train_step.build_step_functions(
                 self.model_config, loss_config, self.optimizer, self.state_sh, self.mesh,
                 temperature=c.rollout.temperature, logprob_chunk=c.model.logprob_chunk,
-                remat=c.model.remat, skip_grad_norm_above=c.optim.skip_grad_norm_above)
+                remat=c.model.remat, skip_grad_norm_above=c.optim.skip_grad_norm_above,
+                micro_batches=c.optim.micro_batches)
         return self._update_fns[loss_config]
 
     def _update(self, rows) -> dict:
@@ -341,16 +344,23 @@ class Trainer:
 
     # ---------------------------------------------------------------- evaluation, export
     def evaluate(self) -> dict:
-        if not self.eval_records or not self.config.eval.enabled:
+        c = self.config
+        if not self.eval_records or not c.eval.enabled:
             return {}
-        with self.timer.phase("eval"):
-            model = Model(self.state.params, self.model_config)
-            metrics = evaluate_lib.held_out_metrics(
-                model, self.tokenizer, self.eval_records, self.config,
-                rng=jax.random.fold_in(self.base_rng, 10**9 + self.step), mesh=self.mesh,
-                verifier=self.verifier, stop_ids=self.engine.stop_token_ids,
-                pad=self.engine.pad_id, eval_dir=os.path.join(self.workdir, "eval"),
-                step=self.step)
+        eval_dir = os.path.join(self.workdir, "eval")
+        # Runs that start alike share their step-0 evaluation (evaluation/initial.py).
+        shared = self.step == 0 and c.eval.share_initial and jax.process_count() == 1
+        metrics = initial_eval.load(c, self.model_path, eval_dir) if shared else None
+        if metrics is None:
+            with self.timer.phase("eval"):
+                model = Model(self.state.params, self.model_config)
+                metrics = evaluate_lib.held_out_metrics(
+                    model, self.tokenizer, self.eval_records, c,
+                    rng=jax.random.fold_in(self.base_rng, 10**9 + self.step), mesh=self.mesh,
+                    verifier=self.verifier, stop_ids=self.engine.stop_token_ids,
+                    pad=self.engine.pad_id, eval_dir=eval_dir, step=self.step)
+            if shared:
+                initial_eval.store(c, self.model_path, eval_dir, metrics)
         self.held_out = dict(metrics, step=self.step)
         return metrics
 

@@ -86,7 +86,13 @@ class StepFunctions:
 
 def build_step_functions(model_config: ModelConfig, loss_config: losses.LossConfig,
                          optimizer, state_sh: TrainState, mesh, *, temperature: float,
-                         logprob_chunk: int, remat: bool, skip_grad_norm_above: float):
+                         logprob_chunk: int, remat: bool, skip_grad_norm_above: float,
+                         micro_batches: int = 1):
+    """micro_batches: each update's rows are cut into this many micro-batches whose
+    gradients are accumulated (one micro-batch's activations live at a time), weighted
+    so that the update is that of the whole batch (losses.aggregation_count)."""
+    if micro_batches < 1:
+        raise ValueError(f"micro_batches={micro_batches} must be >= 1")
     rows = sharding.batch_sharding(mesh)
     chunk = logprob_chunk or None
 
@@ -110,9 +116,42 @@ def build_step_functions(model_config: ModelConfig, loss_config: losses.LossConf
             off_policy_BT=batch["off_policy"], behaviour_logp_BT=batch["behaviour_logp"],
             ref_logp_BT=batch.get("ref_logp"), entropy_BT=entropy)
 
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulated_grad_fn(params, batch):
+        """grad_fn's result for the whole batch, one micro-batch at a time."""
+        N = batch["tokens"].shape[0]
+        if N % micro_batches:
+            raise ValueError(f"{N} rows do not split into micro_batches={micro_batches}")
+        # Micro-batch i holds rows i, i + M, i + 2M, ...: each device's block of rows
+        # keeps an equal share of every micro-batch.
+        parts = jax.tree.map(
+            lambda x: jnp.swapaxes(x.reshape(N // micro_batches, micro_batches,
+                                             *x.shape[1:]), 0, 1), batch)
+        count = functools.partial(losses.aggregation_count,
+                                  aggregation=loss_config.aggregation)
+        weight_M = jax.vmap(count)(parts["loss_mask"]) / count(batch["loss_mask"])
+
+        def add(total, part):
+            mb, weight = part
+            (loss, metrics), grads = grad_fn(params, mb)
+            # num_tokens is a count: summed, not weighted. The other metrics are
+            # weighted like the loss (exact for the loss terms, a weighted mean for
+            # the fractions).
+            scaled = jax.tree.map(lambda x: x * weight, (loss, metrics, grads))
+            scaled[1]["num_tokens"] = metrics["num_tokens"]
+            return jax.tree.map(jnp.add, total, scaled), None
+
+        shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], parts))
+        (loss_s, metrics_s), grads_s = shapes
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), (loss_s, metrics_s, grads_s))
+        (loss, metrics, grads), _ = jax.lax.scan(add, zeros, (parts, weight_M))
+        return (loss, metrics), grads
+
     @functools.partial(jax.jit, out_shardings=(state_sh, None), donate_argnums=0)
     def update_fn(state: TrainState, batch):
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        compute = grad_fn if micro_batches == 1 else accumulated_grad_fn
+        (loss, metrics), grads = compute(state.params, batch)
         grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         if skip_grad_norm_above > 0:

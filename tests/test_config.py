@@ -66,10 +66,46 @@ def test_lte_variants_are_valid(variant):
     check(c, num_devices=8)
 
 
-def test_exgrpo_config_says_it_runs_grpo():
-    c = exgrpo.get_config("")
-    assert c.method_name == "grpo" and "not implemented" in c.note
-    check(c, num_devices=1)
+EXGRPO_VARIANTS = ["", "tiny", "qwen25_math_1p5b", "qwen3_4b", *exgrpo.ABLATIONS,
+                   "qwen25_math_1p5b,no_shaping", "tiny,rho075"]
+
+
+@pytest.mark.parametrize("variant", EXGRPO_VARIANTS)
+def test_exgrpo_variants_are_valid(variant):
+    c = exgrpo.get_config(variant)
+    assert c.method_name == "exgrpo" and not c.note
+    check(c, num_devices=8)
+
+
+def test_exgrpo_ablations_are_one_flag_each():
+    default = exgrpo.get_config("")
+    expected = {
+        "no_question_selection": ("method", "question_selection", "uniform"),
+        "random_trajectory": ("method", "trajectory_selection", "random"),
+        "highest_entropy": ("method", "trajectory_selection", "highest_entropy"),
+        "no_shaping": ("loss", "off_policy_weight", "ratio"),
+        "rho025": ("method", "replay_ratio", 0.25),
+        "rho075": ("method", "replay_ratio", 0.75),
+    }
+    assert set(expected) == set(exgrpo.ABLATIONS)
+    flat = lambda c: {(s, k): v for s in ("method", "loss", "optim", "rollout", "data")
+                      for k, v in c[s].items()}
+    for variant, (section, key, value) in expected.items():
+        c = exgrpo.get_config(variant)
+        changed = {k for k, v in flat(c).items() if flat(default)[k] != v}
+        assert changed == {(section, key)} and c[section][key] == value, variant
+
+
+def test_exgrpo_real_model_variants_use_the_released_settings():
+    for variant in ("qwen25_math_1p5b", "qwen3_4b"):
+        c = exgrpo.get_config(variant)
+        assert c.rollout.group_size == 8 and c.optim.learning_rate == 1e-6
+        assert c.optim.warmup_steps == 0 and c.optim.weight_decay == 0.01
+        assert c.optim.num_minibatches >= 2 and c.verifier.name == "math"
+        assert c.method.mixing_threshold == 0.35
+    assert exgrpo.get_config("").method.mixing_threshold == 0.15   # embedded: see docstring
+    with pytest.raises(ValueError, match="unknown config variant 'dapo'"):
+        exgrpo.get_config("dapo")
 
 
 def test_unknown_variant_is_named():

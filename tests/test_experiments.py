@@ -145,6 +145,23 @@ def test_lte_vs_grpo_smoke_writes_results_and_none_pass_table(tiny_policy, tmp_p
 
 
 @pytest.mark.slow
+def test_exgrpo_vs_grpo_smoke_runs_every_arm(tiny_policy, tmp_path):
+    import exgrpo_vs_grpo
+    assert [a.name for a in exgrpo_vs_grpo.ARMS] == ["grpo", "exgrpo", "exgrpo_no_shaping"]
+    results = exgrpo_vs_grpo.main([
+        "--smoke", f"--start={tiny_policy}", f"--out={tmp_path / 'out'}",
+        f"--runs={tmp_path / 'runs'}", "--config.eval.max_problems=4"])
+    assert set(results) == {"grpo", "exgrpo", "exgrpo_no_shaping"}
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "| exgrpo_no_shaping seed 0 |" in text and "greedy_accuracy" in text
+    with open(tmp_path / "runs" / "exgrpo_no_shaping" / "seed0" / "config.json") as f:
+        config = json.load(f)
+    assert config["method_name"] == "exgrpo" and config["loss"]["off_policy_weight"] == "ratio"
+    with open(tmp_path / "runs" / "grpo" / "seed0" / "config.json") as f:
+        assert json.load(f)["data"]["embedded_levels"] == config["data"]["embedded_levels"]
+
+
+@pytest.mark.slow
 def test_r3l_vs_grpo_smoke_runs_every_arm(tiny_policy, tmp_path):
     import r3l_vs_grpo
     out, runs = tmp_path / "out", tmp_path / "runs"

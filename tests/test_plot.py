@@ -1,5 +1,6 @@
 """python -m rl_reason.plot: PNG, default metric choice, table, errors."""
 
+import json
 import math
 
 import numpy as np
@@ -126,3 +127,66 @@ def test_held_out_report_compares_the_first_and_last_evaluations(tmp_path):
         "  attempts@1       0.200 -> 0.400  (+0.200)",
         "  attempts@2       0.250 -> 0.500  (+0.250)",
     ]
+
+
+def _write_eval(workdir, step, greedy, samples):
+    """eval/step_<step>.jsonl as the trainer writes it (rl_reason.evaluate rows)."""
+    folder = workdir / plot.EVAL_DIR
+    folder.mkdir(exist_ok=True)
+    rows = [{"mode": "greedy", "problem": p, "sample": 0, "status": "correct" if ok else "wrong",
+             "extracted": "1"} for p, ok in enumerate(greedy)]
+    rows += [{"mode": "sample", "problem": p, "sample": j, "status": "correct" if ok else "wrong",
+              "extracted": "1" if ok else "2"}
+             for p, flags in enumerate(samples) for j, ok in enumerate(flags)]
+    (folder / f"step_{step}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_held_out_report_gives_standard_errors_and_the_paired_change(tmp_path):
+    before_greedy, after_greedy = [0, 1, 0, 0], [1, 1, 1, 0]
+    before_samples, after_samples = [[0, 0], [1, 0], [0, 0], [0, 0]], [[1, 1], [1, 0], [1, 0], [0, 0]]
+    with MetricsWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(0, {"eval/greedy_accuracy": 0.25, "eval/avg@2": 0.125, "eval/pass@2": 0.25})
+        writer.write(40, {"eval/greedy_accuracy": 0.75, "eval/avg@2": 0.5, "eval/pass@2": 0.75})
+    _write_eval(tmp_path, 0, before_greedy, before_samples)
+    _write_eval(tmp_path, 40, after_greedy, after_samples)
+    lines = plot.held_out_report(tmp_path).splitlines()
+    assert lines[0] == ("Held-out accuracy, step 0 -> step 40 (4 problems; ± standard error "
+                        "over problems, paired for the change):")
+    # greedy: sd of [0, 1, 0, 0] and of [1, 1, 1, 0] is 0.5, so each SE is 0.25; the
+    # differences [1, 0, 1, 0] have sd sqrt(1/3), SE 0.289.
+    assert lines[1] == "  greedy_accuracy  0.250 ± 0.250 -> 0.750 ± 0.250  (+0.500 ± 0.289)"
+    # avg@2 per problem: [0, .5, 0, 0] -> [1, .5, .5, 0]; differences [1, 0, .5, 0].
+    assert lines[2] == "  avg@2            0.125 ± 0.125 -> 0.500 ± 0.204  (+0.375 ± 0.239)"
+    assert lines[3].startswith("  pass@2           0.250 ± 0.250 -> 0.750 ± 0.250  (+0.500 ± ")
+
+
+def test_held_out_report_gives_attempts_at_k_with_standard_errors(tmp_path):
+    with MetricsWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(0, {"eval/greedy_accuracy": 0.5, "eval/attempts@1": 0.0, "eval/attempts@2": 0.5})
+        writer.write(9, {"eval/greedy_accuracy": 0.5, "eval/attempts@1": 0.5, "eval/attempts@2": 1.0})
+    rows = {0: [(0, 1, "wrong"), (1, 1, "wrong"), (0, 2, "correct"), (1, 2, "wrong")],
+            9: [(0, 1, "correct"), (1, 1, "wrong"), (1, 2, "correct")]}
+    for step, attempts in rows.items():
+        folder = tmp_path / plot.EVAL_DIR
+        folder.mkdir(exist_ok=True)
+        lines = [dict(mode="greedy", problem=p, sample=0, status=s, extracted=None)
+                 for p, s in ((0, "correct"), (1, "wrong"))]
+        lines += [dict(mode="attempts", problem=p, attempt=a, status=s) for p, a, s in attempts]
+        (folder / f"step_{step}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    report = plot.held_out_report(tmp_path).splitlines()
+    # attempts@1 per problem [0, 0] -> [1, 0]; attempts@2 [1, 0] -> [1, 1]: SE 0.5 each
+    # side when the two problems differ, paired SE 0.5.
+    assert report[2] == "  attempts@1       0.000 ± 0.000 -> 0.500 ± 0.500  (+0.500 ± 0.500)"
+    assert report[3] == "  attempts@2       0.500 ± 0.500 -> 1.000 ± 0.000  (+0.500 ± 0.500)"
+
+
+def test_held_out_report_without_generation_files_or_with_other_problems(tmp_path):
+    with MetricsWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(0, {"eval/greedy_accuracy": 0.25})
+        writer.write(40, {"eval/greedy_accuracy": 0.75})
+    assert plot.held_out_report(tmp_path).splitlines()[1] == "  greedy_accuracy  0.250 -> 0.750  (+0.500)"
+    # The last evaluation covered other problems: SEs, but no paired one.
+    _write_eval(tmp_path, 0, [0, 1, 0, 0], [[0], [1], [0], [0]])
+    _write_eval(tmp_path, 40, [1, 1, 1], [[1], [1], [1]])
+    assert plot.held_out_report(tmp_path).splitlines()[1] == (
+        "  greedy_accuracy  0.250 ± 0.250 -> 1.000 ± 0.000  (+0.500)")

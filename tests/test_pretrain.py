@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from rl_reason import models, pretrain
-from rl_reason.data import tokenizer_builder
+from rl_reason import models, pretrain, pretrain_eval
+from rl_reason.data import probes, tokenizer_builder, warm_start
 
 TINY = pretrain.Settings(**pretrain.SIZES["tiny"], steps=2, max_new_tokens=16)
 
@@ -47,13 +47,14 @@ def test_build_writes_a_complete_loadable_checkpoint(built):
     assert logits.shape[-1] == len(tok) and np.isfinite(np.asarray(logits)).all()
 
 
-def test_stats_file_has_the_histogram_and_settings(built):
+def test_stats_file_has_the_histogram_kinds_census_and_settings(built):
     out, stats = built
     with open(os.path.join(out, pretrain.STATS_FILE)) as f:
         written = json.load(f)
     assert written == stats
+    samples = pretrain_eval.PASS_SAMPLES
     histogram = written["pass_rate_histogram"]
-    assert list(histogram) == [f"{k}/{pretrain.PASS_SAMPLES}" for k in range(pretrain.PASS_SAMPLES + 1)]
+    assert list(histogram) == [f"{k}/{samples}" for k in range(samples + 1)]
     assert sum(histogram.values()) == written["train_slice_problems"] == TINY.eval_train_problems
     fractions = written["none_pass_fraction"] + written["mixed_fraction"] + written["all_pass_fraction"]
     assert fractions == pytest.approx(1.0, abs=1e-3)
@@ -63,10 +64,27 @@ def test_stats_file_has_the_histogram_and_settings(built):
         assert key in written, key
     for key in ("train_slice_no_answer_share", "held_out_greedy_no_answer_share"):
         assert 0.0 <= written[key] <= 1.0, key
-    assert written["held_out_problems"] == TINY.eval_held_out_problems
+    # The held-out split is the RL runs' one: distinct problems, equal shares per level.
+    assert written["held_out_problems"] == written["held_out_distinct_problems"] == 16
+    assert written["held_out_problems_by_level"] == {"2": 8, "3": 8}
+    # Accuracy and boxed share for every probe kind, on the same problems.
+    assert list(written["by_prompt_kind"]) == list(probes.KINDS)
+    for kind, row in written["by_prompt_kind"].items():
+        assert row["n"] == TINY.kind_problems * TINY.kind_samples, kind
+        assert 0.0 <= row["accuracy"] <= row["boxed_share"] <= 1.0, kind
+    census = written["warm_start"]
+    assert census["conversations"] > 0 and set(census["by_kind"]) <= set(warm_start.WARM_START_KINDS)
     assert written["version"] == pretrain.VERSION
     assert written["settings"] == json.loads(json.dumps(dataclasses.asdict(TINY)))
     assert written["stop_token_ids"] == [1, 3]  # <|endoftext|>, <|im_end|>
+
+
+def test_the_base_policy_measures_the_split_the_embedded_runs_use():
+    from configs import grpo
+    config, settings = grpo.get_config(), pretrain.Settings()
+    assert tuple(config.data.embedded_levels) == settings.rl_levels
+    assert config.data.embedded_eval_size == settings.eval_held_out_problems
+    assert config.rollout.max_new_tokens == settings.max_new_tokens
 
 
 def test_ensure_returns_the_cache_without_rebuilding(built, monkeypatch):

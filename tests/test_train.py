@@ -54,8 +54,9 @@ def test_grpo_run_writes_metrics_checkpoints_and_export(tiny_policy, tmp_path, c
     train.run(c, workdir)
     # The run ends by reporting held-out accuracy before and after; so does a re-run of
     # the finished run, which does nothing else.
-    report = "Held-out accuracy, step 0 -> step 3:\n  greedy_accuracy"
-    assert report in capsys.readouterr().out
+    out = capsys.readouterr().out
+    report = out[out.index("Held-out accuracy, step 0 -> step 3"):]
+    assert "\n  greedy_accuracy" in report and "±" in report
     train.run(c, workdir)
     again = capsys.readouterr().out
     assert "Nothing to do" in again and report in again
@@ -346,3 +347,27 @@ def test_bad_checkpoint_path_and_unwritable_workdir_fail_clearly(tiny_policy, tm
     blocker.write_text("not a directory")
     with pytest.raises(OSError, match="not writable"):
         train.run(tiny_config(tiny_policy), str(blocker / "run"))
+
+
+def test_runs_that_start_alike_share_their_step0_evaluation(tiny_policy, tmp_path, monkeypatch):
+    from rl_reason import evaluate as evaluate_lib
+    monkeypatch.setenv("RL_REASON_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = evaluate_lib.held_out_metrics
+    monkeypatch.setattr(evaluate_lib, "held_out_metrics",
+                        lambda *a, **k: calls.append(k["step"]) or real(*a, **k))
+    runs = {}
+    for name, overrides in (("a", {}), ("b", {"optim.learning_rate": 5e-3}),
+                            ("other_seed", {})):
+        c = tiny_config(tiny_policy, **{"train.num_steps": 1, "train.eval_every": 0,
+                                        **overrides})
+        c.seed = 1 if name == "other_seed" else 0
+        train.run(c, str(tmp_path / name))
+        runs[name] = [m for m in read_metrics(str(tmp_path / name)) if m["step"] == 0][0]
+    # a computes step 0 and 1; b (another learning rate) reuses a's step 0; another
+    # seed samples differently, so it evaluates its start itself.
+    assert calls == [0, 1, 1, 0, 1]
+    strip = lambda m: {k: v for k, v in m.items() if k.startswith("eval/") and "seconds" not in k}
+    assert strip(runs["a"]) == strip(runs["b"])
+    assert (tmp_path / "b" / "eval" / "step_0.jsonl").read_text() == \
+        (tmp_path / "a" / "eval" / "step_0.jsonl").read_text()

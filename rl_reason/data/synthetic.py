@@ -13,11 +13,19 @@ difficulty knob from one single-digit operation to six operations on values up t
 999; a few-million-parameter model solves the first reliably and the last rarely,
 which gives RL the none-pass, mixed and all-pass groups it needs.
 
+Besides the correct worked solution, a problem has the texts the warm-start data
+(data/warm_start.py) is made of: the same working ending in a sentence instead of the
+box, a failed attempt with one miscomputed line carried on to a wrong answer, and a
+repaired solution that miscomputes a line, notices and corrects it:
+
+    7+5=13. Wait, 7+5=12. 12*3=36. 36-4=32. \\boxed{32}
+
 Splits: the held-out split is the set of problems whose text hashes into a fixed
 bucket (`is_held_out`), the training split is the rest, so the two never share a
-problem whatever the seeds and sizes. Generation is deterministic in (split, seed,
-levels) and prefix-stable: the first n problems of a longer list are the list of n.
-Pure Python with numpy RNGs, fast enough to build tens of thousands per second.
+problem whatever the seeds and sizes. Records (`train_records`, `held_out_records`)
+are distinct texts with the levels taking turns, so every level has the same share.
+Generation is deterministic in (split, seed, levels) and prefix-stable: the first n
+problems of a longer list are the list of n. Pure Python with numpy RNGs.
 """
 
 from __future__ import annotations
@@ -28,7 +36,6 @@ from typing import Sequence
 
 import numpy as np
 
-from rl_reason.data import templates
 from rl_reason.data.record import Record, problem_id
 
 SOURCE = "synthetic_arith"
@@ -36,6 +43,13 @@ SPLITS = ("train", "held_out")
 # 1 problem text in HELD_OUT_BUCKETS belongs to the held-out split.
 HELD_OUT_BUCKETS = 8
 OPERATORS = ("+", "-", "*")
+# A level that yields no new distinct problem in this many draws in a row is taken as
+# exhausted (level 1 has 198 problems in all, 25 of them held out).
+EXHAUSTED_AFTER_DRAWS = 5000
+# How a worked solution states its result when it does not box it (no reward: the
+# verifier reads only the box), and the words of a repaired line.
+UNBOXED_ENDING = "The result is {}."
+REPAIR = "Wait, {line}={value}."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,11 +90,7 @@ class Problem:
     @property
     def values(self) -> list[int]:
         """The value after each step (the last one is the answer)."""
-        values, value = [], self.start
-        for op, operand in self.ops:
-            value = apply_op(value, op, operand)
-            values.append(value)
-        return values
+        return carry_on(self, 0, self.start)
 
     @property
     def answer(self) -> int:
@@ -101,9 +111,15 @@ class Problem:
     def question(self) -> str:
         return f"What is {self.expression}?"
 
-    def solution(self) -> str:
-        """The worked solution: one operation per step, then the boxed answer."""
-        return format_steps(self.start, self.ops, self.values)
+    def line(self, step: int) -> str:
+        """The left side of step `step`'s line, e.g. '12*3' (from the correct values)."""
+        before = self.start if step == 0 else self.values[step - 1]
+        op, operand = self.ops[step]
+        return f"{before}{op}{operand}"
+
+    def solution(self, boxed: bool = True) -> str:
+        """The worked solution: one operation per step, then the (boxed) answer."""
+        return format_steps(self.start, self.ops, self.values, boxed=boxed)
 
     def to_record(self, split: str, seed: int, index: int) -> Record:
         return Record(
@@ -123,20 +139,33 @@ def apply_op(value: int, op: str, operand: int) -> int:
     raise ValueError(f"synthetic.apply_op: unknown operator {op!r}; known: {OPERATORS}")
 
 
-def format_steps(start: int, ops: Sequence[tuple[str, int]], values: Sequence[int]) -> str:
+def carry_on(problem: Problem, step: int, value: int) -> list[int]:
+    """The values of steps step.. when `value` enters step `step` (right or not)."""
+    values = []
+    for op, operand in problem.ops[step:]:
+        value = apply_op(value, op, operand)
+        values.append(value)
+    return values
+
+
+def ending(answer: int, boxed: bool) -> str:
+    return f"\\boxed{{{answer}}}" if boxed else UNBOXED_ENDING.format(answer)
+
+
+def format_steps(start: int, ops: Sequence[tuple[str, int]], values: Sequence[int], *,
+                 boxed: bool = True) -> str:
     """'a+b=c. c*d=e. \\boxed{e}' for the given (possibly wrong) step results."""
     steps, previous = [], start
     for (op, operand), value in zip(ops, values):
         steps.append(f"{previous}{op}{operand}={value}.")
         previous = value
-    return " ".join(steps) + f" \\boxed{{{values[-1]}}}"
+    return " ".join(steps) + " " + ending(values[-1], boxed)
 
 
 def unboxed_solution(problem: Problem) -> str:
     """The worked solution ending in a sentence instead of the box, which the task's
     verifier does not read as an answer: right working, no reward."""
-    solution = problem.solution()
-    return solution[:solution.rindex("\\boxed{")] + f"The result is {problem.answer}."
+    return problem.solution(boxed=False)
 
 
 def sample_problem(rng: np.random.Generator, level: int) -> Problem:
@@ -161,35 +190,109 @@ def sample_problem(rng: np.random.Generator, level: int) -> Problem:
     return Problem(start=start, ops=tuple(ops), level=level)
 
 
+# ------------------------------------------------------------ mistakes and repairs
+
+# How far a miscomputed line is off: the slips the model itself makes.
+MISTAKE_DELTAS = (-10, -2, -1, 1, 2, 10)
+
+
 @dataclasses.dataclass(frozen=True)
 class FailedAttempt:
-    """A worked solution with step `wrong_step` miscomputed as `wrong_value`."""
+    """A worked solution with step `wrong_step` miscomputed as `wrong_value` and the
+    rest carried on from it; `answer` is its (wrong) result, stated in the box or,
+    when not `boxed`, in the unboxed sentence."""
 
     text: str
     answer: int
     wrong_step: int
     wrong_value: int
+    boxed: bool = True
+
+    @property
+    def mistake(self) -> tuple[int, int]:
+        return self.wrong_step, self.wrong_value
 
 
-def wrong_solution(problem: Problem, rng: np.random.Generator) -> FailedAttempt:
+def attempt_with_mistake(problem: Problem, step: int, wrong_value: int, *,
+                         boxed: bool = True) -> FailedAttempt:
+    values = problem.values[:step] + [wrong_value] + carry_on(problem, step + 1, wrong_value)
+    return FailedAttempt(format_steps(problem.start, problem.ops, values, boxed=boxed),
+                         values[-1], step, wrong_value, boxed)
+
+
+def _mistake_is_usable(problem: Problem, step: int, wrong_value: int) -> bool:
+    if wrong_value < 0 or wrong_value == problem.values[step]:
+        return False
+    values = [wrong_value] + carry_on(problem, step + 1, wrong_value)
+    return min(values) >= 0 and values[-1] != problem.answer
+
+
+def random_mistake(problem: Problem, rng: np.random.Generator, *,
+                   avoid: Sequence[tuple[int, int]] = ()) -> tuple[int, int] | None:
+    """(step, wrong value) of a plausible slip that gives a wrong, non-negative answer,
+    other than those in `avoid`; None when there is none left."""
+    for _ in range(8):
+        step = int(rng.integers(len(problem.ops)))
+        value = problem.values[step] + int(rng.choice(MISTAKE_DELTAS))
+        if (step, value) not in avoid and _mistake_is_usable(problem, step, value):
+            return step, value
+    # Few usable slips (small values): take the first one left, in a random step order.
+    for step in rng.permutation(len(problem.ops)):
+        for delta in (1, 2, 10, -1, -2, -10, 3, 4, 5):
+            value = problem.values[int(step)] + delta
+            if (int(step), value) not in avoid and _mistake_is_usable(problem, int(step), value):
+                return int(step), value
+    return None
+
+
+def wrong_solution(problem: Problem, rng: np.random.Generator, *,
+                   boxed: bool = True) -> FailedAttempt:
     """A plausible failed attempt: one step miscomputed, the rest carried on from it.
 
     Used for the wrong attempts, hints and logs of the warm-start data, so they look
     like the mistakes the model itself makes.
     """
-    correct = problem.values
-    step = int(rng.integers(len(problem.ops)))
-    # Adding one always works (later steps are +, - or * of a positive value), so it
-    # is the fallback when the random deltas keep failing.
-    for delta in [int(d) for d in rng.choice([-10, -2, -1, 1, 2, 10], size=8)] + [1]:
-        values = list(correct[:step]) + [correct[step] + delta]
-        for op, operand in problem.ops[step + 1:]:
-            values.append(apply_op(values[-1], op, operand))
-        if min(values) >= 0 and values[-1] != correct[-1]:
-            break
-    return FailedAttempt(format_steps(problem.start, problem.ops, values), values[-1], step,
-                         values[step])
+    step, value = random_mistake(problem, rng)
+    return attempt_with_mistake(problem, step, value, boxed=boxed)
 
+
+def failed_attempts(problem: Problem, rng: np.random.Generator, count: int) -> list[FailedAttempt]:
+    """Up to `count` failed attempts with distinct wrong answers."""
+    attempts, seen = [], set()
+    for _ in range(4 * count):
+        attempt = wrong_solution(problem, rng)
+        if attempt.answer not in seen:
+            seen.add(attempt.answer)
+            attempts.append(attempt)
+        if len(attempts) == count:
+            break
+    return attempts
+
+
+@dataclasses.dataclass(frozen=True)
+class RepairedSolution:
+    """A worked solution that miscomputes step `wrong_step` as `wrong_value`, then
+    says so and recomputes it (REPAIR) and finishes correctly. text[:repair_at] ends
+    with the wrong line; text[repair_at:] starts with ' Wait,'."""
+
+    text: str
+    wrong_step: int
+    wrong_value: int
+    repair_at: int
+
+
+def repaired_solution(problem: Problem, rng: np.random.Generator, *,
+                      boxed: bool = True) -> RepairedSolution:
+    step, wrong_value = random_mistake(problem, rng)
+    values = problem.values
+    lines = [f"{problem.line(i)}={values[i]}." for i in range(len(values))]
+    head = " ".join(lines[:step] + [f"{problem.line(step)}={wrong_value}."])
+    repair = REPAIR.format(line=problem.line(step), value=values[step])
+    text = " ".join([head, repair] + lines[step + 1:] + [ending(problem.answer, boxed)])
+    return RepairedSolution(text, step, wrong_value, len(head))
+
+
+# ------------------------------------------------------------------------- splits
 
 def is_held_out(question: str) -> bool:
     """Whether a problem text belongs to the held-out split (a fixed hash bucket)."""
@@ -204,12 +307,16 @@ def _split_index(split: str) -> int:
 
 def generate_problems(split: str, num: int, *, seed: int = 0,
                       levels: Sequence[int] = tuple(LEVELS),
-                      level_weights: Sequence[float] | None = None) -> list[Problem]:
+                      level_weights: Sequence[float] | None = None,
+                      distinct: bool = False) -> list[Problem]:
     """`num` problems of one split.
 
     Without weights the levels take turns (problem i has levels[i % len(levels)]), so
     any slice spans the difficulty range evenly; with weights each level is drawn.
-    Problems repeat within a split when a level has few distinct ones (level 1).
+    distinct: no problem text twice. A level whose distinct problems run out
+    (EXHAUSTED_AFTER_DRAWS) hands its later turns to the next level in the list;
+    ValueError when every level has run out. Without `distinct`, problems repeat when
+    a level has few (level 1).
     """
     split_index = _split_index(split)
     levels = [int(level) for level in levels]
@@ -228,188 +335,61 @@ def generate_problems(split: str, num: int, *, seed: int = 0,
         probabilities = weights / weights.sum()
     rng = np.random.default_rng([seed, split_index, 0x5EED])
     want_held_out = split == "held_out"
-    problems = []
+    problems, seen, exhausted = [], set(), set()
     while len(problems) < num:
         if probabilities is None:
-            level = levels[len(problems) % len(levels)]
+            turn = len(problems) % len(levels)
         else:
-            level = levels[int(rng.choice(len(levels), p=probabilities))]
-        # Rejection keeps the split membership a property of the text alone.
-        while True:
-            problem = sample_problem(rng, level)
-            if is_held_out(problem.question) == want_held_out:
-                break
+            turn = int(rng.choice(len(levels), p=probabilities))
+        problem = None
+        for level in (levels[(turn + i) % len(levels)] for i in range(len(levels))):
+            if level not in exhausted:
+                problem = _draw(rng, level, want_held_out, seen if distinct else None)
+                if problem is not None:
+                    break
+                exhausted.add(level)
+        if problem is None:
+            raise ValueError(f"synthetic.generate_problems: levels {levels} hold fewer than "
+                             f"{num} distinct {split} problems ({len(problems)} found)")
+        seen.add(problem.question)
         problems.append(problem)
     return problems
 
 
+def _draw(rng: np.random.Generator, level: int, want_held_out: bool,
+          seen: set[str] | None) -> Problem | None:
+    """A problem of `level` in the split, not in `seen`; None after too many misses."""
+    for _ in range(EXHAUSTED_AFTER_DRAWS):
+        problem = sample_problem(rng, level)
+        # Rejection keeps the split membership a property of the text alone.
+        if is_held_out(problem.question) == want_held_out and (
+                seen is None or problem.question not in seen):
+            return problem
+    return None
+
+
 def generate(split: str, num: int, *, seed: int = 0, levels: Sequence[int] = tuple(LEVELS),
-             level_weights: Sequence[float] | None = None) -> list[Record]:
-    """`num` Records of one split; meta holds level, num_ops and the worked solution."""
-    problems = generate_problems(split, num, seed=seed, levels=levels, level_weights=level_weights)
+             level_weights: Sequence[float] | None = None, distinct: bool = True) -> list[Record]:
+    """`num` Records of one split (distinct texts unless told otherwise); meta holds
+    level, num_ops and the worked solution."""
+    problems = generate_problems(split, num, seed=seed, levels=levels,
+                                 level_weights=level_weights, distinct=distinct)
     return [problem.to_record(split, seed, i) for i, problem in enumerate(problems)]
 
 
 def train_records(num: int, *, seed: int = 0, levels: Sequence[int] = tuple(LEVELS)) -> list[Record]:
+    """`num` distinct training problems, the levels taking turns (equal shares)."""
     return generate("train", num, seed=seed, levels=levels)
 
 
 def held_out_records(num: int, *, seed: int = 0, levels: Sequence[int] = tuple(LEVELS)) -> list[Record]:
+    """`num` distinct held-out problems, the levels taking turns (equal shares)."""
     return generate("held_out", num, seed=seed, levels=levels)
 
 
-# ------------------------------------------------------------- warm-start conversations
-#
-# The base policy's supervised data (rl_reason/pretrain.py): worked solutions of this
-# task in every prompt format of data/templates.py, so each method runs in
-# distribution. Only correct attempts and reports are trained; wrong attempts appear
-# as context (as the policy's own failures will at RL time).
-
-@dataclasses.dataclass(frozen=True)
-class Conversation:
-    """Chat messages with a per-message training flag (only assistant turns are
-    trained). prefix_chars > 0: the first characters of the last message are a given
-    prefix (continuation), untrained."""
-
-    messages: tuple[dict, ...]
-    trained: tuple[bool, ...]
-    kind: str
-    prefix_chars: int = 0
-
-
-def _assistant(text: str) -> dict:
-    return {"role": "assistant", "content": text}
-
-
-def failed_attempts(problem: Problem, rng: np.random.Generator, count: int) -> list[FailedAttempt]:
-    """Up to `count` failed attempts with distinct wrong answers."""
-    attempts, seen = [], set()
-    for _ in range(4 * count):
-        attempt = wrong_solution(problem, rng)
-        if attempt.answer not in seen:
-            seen.add(attempt.answer)
-            attempts.append(attempt)
-        if len(attempts) == count:
-            break
-    return attempts
-
-
-def reflection_report(problem: Problem, failed: Sequence[FailedAttempt],
-                      solved: bool) -> templates.ReflectionReport:
-    """The report a careful reviewer writes about an episode: the `failed` attempts,
-    then a correct one if `solved`. The root cause is the first miscomputed line of
-    the first failed attempt, so retries start from step 0."""
-    answer = problem.answer
-    if not failed:
-        return templates.ReflectionReport(
-            summary=f"The first attempt answered {answer}, which is correct.", root_cause="None.",
-            outcome=templates.OUTCOME_SUCCESS,
-            suggestion="Keep the same careful step by step approach.", retry_from_step=0)
-    first = failed[0]
-    op, operand = problem.ops[first.wrong_step]
-    before = problem.start if first.wrong_step == 0 else problem.values[first.wrong_step - 1]
-    line = f"{before}{op}{operand}"
-    root_cause = (f"In step 0 the line {line}={first.wrong_value} is wrong; "
-                  f"{line}={problem.values[first.wrong_step]}.")
-    suggestion = f"Recompute {line} carefully and check every line."
-    if solved:
-        summary = f"The correct answer {answer} was found only at step {len(failed)}."
-        outcome = templates.OUTCOME_INEFFICIENT
-    else:
-        summary = f"No attempt found the correct answer; step 0 answered {first.answer}."
-        outcome = templates.OUTCOME_FAILURE
-    return templates.ReflectionReport(summary=summary, root_cause=root_cause, outcome=outcome,
-                                      suggestion=suggestion, retry_from_step=0)
-
-
-def warm_start_conversation(problem: Problem, kind: str, rng: np.random.Generator, *,
-                            unboxed_share: float = 0.0) -> Conversation:
-    """One training conversation of the given kind (see WARM_START_KINDS).
-
-    An `unboxed_share` of the plain multi-step ones end in an unboxed sentence (see
-    `warm_start_conversations`).
-    """
-    q, solution = problem.question, problem.solution()
-    if kind == "plain" and len(problem.ops) > 1 and rng.random() < unboxed_share:
-        messages = templates.plain_prompt(q) + [_assistant(unboxed_solution(problem))]
-        return Conversation(tuple(messages), (False, True), "plain_unboxed")
-    if kind in ("plain", "continuation"):
-        messages = templates.plain_prompt(q) + [_assistant(solution)]
-        # Continuation: the model resumes a correct solution anywhere, even mid-number.
-        cut = int(rng.integers(1, len(solution))) if kind == "continuation" else 0
-        return Conversation(tuple(messages), (False, True), kind, prefix_chars=cut)
-    if kind in ("hint", "concise", "concise_hint"):
-        wrong = [str(a.answer) for a in failed_attempts(problem, rng, int(rng.integers(1, 4)))]
-        prompt = {"hint": lambda: templates.hint_prompt(q, wrong),
-                  "concise": lambda: templates.concise_prompt(q),
-                  "concise_hint": lambda: templates.concise_hint_prompt(q, wrong)}[kind]()
-        return Conversation(tuple(prompt + [_assistant(solution)]), (False, True), kind)
-    if kind == "multi_attempt":
-        budget = int(rng.integers(1, 6))
-        num_wrong = min(budget - 1, int(rng.choice([0, 0, 1, 1, 2, 3])))
-        messages, trained = templates.multi_attempt_prompt(q, budget), [False, False]
-        for i, attempt in enumerate(failed_attempts(problem, rng, num_wrong)):
-            messages += [_assistant(attempt.text), {"role": "user",
-                                            "content": templates.attempt_feedback(budget - i - 1)}]
-            trained += [False, False]
-        return Conversation(tuple(messages + [_assistant(solution)]), tuple(trained + [True]), kind)
-    if kind in ("r3l_episode", "reflection", "guided_retry"):
-        # R3L's math episodes stop at the first success or after 3 attempts.
-        num_wrong = int(rng.choice([0, 1, 1, 2, 3])) if kind == "reflection" else int(rng.integers(1, 3))
-        failed = failed_attempts(problem, rng, num_wrong)
-        solved = len(failed) < 3
-        if kind == "reflection":
-            log = [(a.text, templates.verifier_feedback(str(a.answer))) for a in failed]
-            if solved:
-                log.append((solution, templates.CORRECT_FEEDBACK))
-            report = templates.format_reflection_report(reflection_report(problem, failed, solved))
-            return Conversation(tuple(templates.reflection_request(q, log) + [_assistant(report)]),
-                                (False, True), kind)
-        # r3l_episode: every failed attempt with feedback, then the correct one.
-        # guided_retry: the first k attempts replayed (mostly none: the root cause is
-        # at step 0), the report's lessons in the last user turn, then the correct one.
-        replayed = len(failed) if kind == "r3l_episode" else int(rng.choice([0, 0, 0, len(failed) - 1]))
-        messages, trained = templates.plain_prompt(q), [False]
-        for attempt in failed[:replayed]:
-            messages += [_assistant(attempt.text),
-                         {"role": "user", "content": templates.verifier_feedback(str(attempt.answer))}]
-            trained += [False, False]
-        if kind == "guided_retry":
-            messages = templates.insert_guidance(messages, reflection_report(problem, failed, solved))
-        return Conversation(tuple(messages + [_assistant(solution)]), tuple(trained + [True]), kind)
-    raise ValueError(f"synthetic.warm_start_conversation: unknown kind {kind!r}; "
-                     f"kinds are {sorted(WARM_START_KINDS)}")
-
-
-# Share of each kind in the warm-start data: mostly the plain format (what RL and
-# evaluation use), enough of each other to put every method's prompts in distribution.
-WARM_START_KINDS = {
-    "plain": 0.50, "hint": 0.06, "concise": 0.03, "concise_hint": 0.03, "multi_attempt": 0.10,
-    "r3l_episode": 0.07, "reflection": 0.06, "guided_retry": 0.05, "continuation": 0.10,
-}
-
-
-def warm_start_conversations(num: int, *, seed: int = 0,
-                             level_weights: Sequence[float] | None = None,
-                             unboxed_share: float = 0.0) -> list[Conversation]:
-    """`num` conversations on training-split problems, kinds drawn by WARM_START_KINDS.
-
-    `unboxed_share`: the share of plain conversations on multi-step problems whose
-    worked solution ends "The result is 32." instead of "\\boxed{32}" (kind
-    "plain_unboxed"); one-step answers stay boxed. A model trained on the mix often
-    works a longer problem out and then states the result in a form the verifier does
-    not accept, as real base models often do (no box, another format): the format is a
-    behaviour RL has to learn from the reward alone, the first and most reliable gain
-    of RLVR on a base model. Keeping one-step answers boxed keeps problems the base
-    policy always solves.
-    """
-    if not 0.0 <= unboxed_share <= 1.0:
-        raise ValueError(f"synthetic.warm_start_conversations: unboxed_share must be in "
-                         f"[0, 1], got {unboxed_share}")
-    problems = generate_problems("train", num, seed=seed, level_weights=level_weights)
-    rng = np.random.default_rng([seed, 0xC0DE])
-    kinds = list(WARM_START_KINDS)
-    probabilities = np.array([WARM_START_KINDS[k] for k in kinds])
-    drawn = rng.choice(len(kinds), size=num, p=probabilities / probabilities.sum())
-    return [warm_start_conversation(p, kinds[k], rng, unboxed_share=unboxed_share)
-            for p, k in zip(problems, drawn)]
+def level_counts(records: Sequence[Record]) -> dict[int, int]:
+    """How many records each level has."""
+    counts: dict[int, int] = {}
+    for record in records:
+        counts[record.meta["level"]] = counts.get(record.meta["level"], 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,6 +1,7 @@
 """Training methods, by the name a config gives in `method_name`."""
 
 from rl_reason.methods.base import Method, Request, Row, Sample, StepContext
+from rl_reason.methods.exgrpo import ExGRPO
 from rl_reason.methods.failure_prefix import FailurePrefix
 from rl_reason.methods.grpo import GRPO
 from rl_reason.methods.lte import LTE
@@ -9,6 +10,7 @@ from rl_reason.methods.r3l import R3L
 
 METHODS: dict[str, type[Method]] = {
     GRPO.name: GRPO,
+    ExGRPO.name: ExGRPO,
     FailurePrefix.name: FailurePrefix,
     LTE.name: LTE,
     MultiAttempt.name: MultiAttempt,

@@ -171,6 +171,10 @@ class Method:
     # `config.method` (raising config_check.ConfigError); the config check calls it
     # before any compute. None: the method has no `method` keys.
     Settings = None
+    # Config keys (dotted) besides method_name whose change makes a checkpoint's method
+    # state meaningless: resuming a workdir with another value is an error, not a note
+    # (rl_reason/run_setup.py prepare_workdir).
+    identity_keys: tuple[str, ...] = ()
 
     def __init__(self, config, tokenizer):
         self.config = config
@@ -217,6 +221,12 @@ class Method:
         if state:
             raise ValueError(f"method {self.name!r} keeps no state but the checkpoint has "
                              f"method state with keys {sorted(state)}")
+
+    @classmethod
+    def host_memory(cls, config) -> dict[str, tuple[float, str]]:
+        """Host memory the method's state may reach in a run of `config`, per process:
+        name -> (bytes, the assumption behind the estimate). Printed by rl_reason.plan."""
+        return {}
 
 
 def loss_config_from(config, **overrides) -> LossConfig:

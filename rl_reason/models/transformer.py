@@ -157,13 +157,25 @@ def _cached_attention(q_BTHE, k_BKES, v_BKSE, mask_BTS):
     return _einsum_attention(q_BTHE, k_BKES, v_BKSE, mask_BTS, "bkes", "bkse")
 
 
+def _dense(x, w, in_dims: int = 1):
+    """x's last `in_dims` axes contracted with w's first ones, as one 2-D matmul over
+    all B * T rows. For the 3-D einsum XLA's CPU backend wrote each weight gradient's
+    operand transposed, element by element, before the matmul; the 2-D form needs no
+    transpose (README, "Benchmarks")."""
+    lead, contracted = x.shape[:x.ndim - in_dims], x.shape[x.ndim - in_dims:]
+    out = w.shape[in_dims:]
+    x_ND = x.reshape(math.prod(lead), math.prod(contracted))
+    w_DO = w.astype(x.dtype).reshape(math.prod(contracted), math.prod(out))
+    return (x_ND @ w_DO).reshape(*lead, *out)
+
+
 def _layer(config: ModelConfig, cos_sin, h_BTD, layer, mask_BTS,
            k_cache_BKES, v_cache_BKSE, cache_index):
     c = config
     x = rms_norm(h_BTD, layer["attn_norm"], c.rms_norm_eps)
-    q = jnp.einsum("btd,dhe->bthe", x, layer["q"].astype(x.dtype))
-    k = jnp.einsum("btd,dke->btke", x, layer["k"].astype(x.dtype))
-    v = jnp.einsum("btd,dke->btke", x, layer["v"].astype(x.dtype))
+    q = _dense(x, layer["q"])
+    k = _dense(x, layer["k"])
+    v = _dense(x, layer["v"])
     if c.qkv_bias:
         q = q + layer["q_bias"].astype(x.dtype)
         k = k + layer["k_bias"].astype(x.dtype)
@@ -184,12 +196,11 @@ def _layer(config: ModelConfig, cos_sin, h_BTD, layer, mask_BTS,
             cache_index, axis=2)
         attn = _cached_attention(q, k_cache_BKES.astype(x.dtype),
                                  v_cache_BKSE.astype(x.dtype), mask_BTS)
-    h_BTD = h_BTD + jnp.einsum("bthe,hed->btd", attn, layer["o"].astype(x.dtype))
+    h_BTD = h_BTD + _dense(attn, layer["o"], in_dims=2)
     x = rms_norm(h_BTD, layer["mlp_norm"], c.rms_norm_eps)
-    gate = jnp.einsum("btd,df->btf", x, layer["gate"].astype(x.dtype))
-    up = jnp.einsum("btd,df->btf", x, layer["up"].astype(x.dtype))
-    h_BTD = h_BTD + jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up,
-                               layer["down"].astype(x.dtype))
+    gate = _dense(x, layer["gate"])
+    up = _dense(x, layer["up"])
+    h_BTD = h_BTD + _dense(jax.nn.silu(gate) * up, layer["down"])
     return h_BTD, k_cache_BKES, v_cache_BKSE
 
 

@@ -76,6 +76,20 @@ def aggregate(x_BT, mask_BT, aggregation: str = "token-mean",
     return AGGREGATIONS[aggregation](x_BT, mask_BT, constant_norm)
 
 
+def aggregation_count(mask_BT, aggregation: str = "token-mean") -> jax.Array:
+    """The count `aggregate` divides by, as it guards it (at least 1): trained-token
+    weight for 'token-mean', sequences with a trained token otherwise.
+
+    Every aggregation is a sum over rows divided by this count (times a constant), so
+    a batch cut into parts has aggregate = sum over parts of part_aggregate *
+    part_count / whole_count: what gradient accumulation over micro-batches uses.
+    """
+    mask_BT = jnp.asarray(mask_BT, jnp.float32)
+    if aggregation == "token-mean":
+        return jnp.maximum(jnp.sum(mask_BT), 1.0)
+    return jnp.maximum(jnp.sum(jnp.any(mask_BT > 0, axis=-1)).astype(jnp.float32), 1.0)
+
+
 def _kl_k1(logp_BT, ref_logp_BT):
     return logp_BT - ref_logp_BT
 

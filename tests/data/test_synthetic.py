@@ -1,12 +1,12 @@
-"""The embedded arithmetic task: determinism, disjoint splits, verifiable answers,
-the difficulty knob, and the warm-start conversations."""
+"""The embedded arithmetic task: determinism, disjoint and distinct splits with equal
+level shares, verifiable answers, mistakes, and the difficulty knob."""
 
 import re
 
 import numpy as np
 import pytest
 
-from rl_reason.data import Record, problem_id, synthetic, templates
+from rl_reason.data import Record, problem_id, synthetic, warm_start
 from rl_reason.verifiers.exact_int import ExactIntVerifier
 
 
@@ -33,19 +33,17 @@ def test_deterministic_by_seed_and_prefix_stable():
     assert [r.problem for r in a] != [r.problem for r in synthetic.train_records(300, seed=4)]
     held = synthetic.held_out_records(50, seed=3)
     assert held == synthetic.held_out_records(50, seed=3)
-    assert synthetic.warm_start_conversations(40, seed=5) == synthetic.warm_start_conversations(40, seed=5)
-    assert synthetic.warm_start_conversations(40, seed=5) != synthetic.warm_start_conversations(40, seed=6)
 
 
 def test_train_and_held_out_never_overlap():
-    train = {r.problem for seed in (0, 1) for r in synthetic.train_records(3000, seed=seed)}
-    held_out = {r.problem for seed in (0, 1) for r in synthetic.held_out_records(1000, seed=seed)}
+    train = {r.problem for seed in (0, 1) for r in synthetic.train_records(3000, seed=seed, levels=(2, 3, 5))}
+    held_out = {r.problem for seed in (0, 1) for r in synthetic.held_out_records(1000, seed=seed, levels=(2, 3, 5))}
     assert len(held_out) > 1000 and len(train) > 3000  # enough distinct problems to mean something
     assert not train & held_out
     assert all(synthetic.is_held_out(q) for q in held_out)
     assert not any(synthetic.is_held_out(q) for q in train)
     # The warm-start data is drawn from the training split only.
-    for conversation in synthetic.warm_start_conversations(300, seed=0):
+    for conversation in warm_start.warm_start_conversations(300, seed=0):
         assert not synthetic.is_held_out(question_of(conversation))
 
 
@@ -123,61 +121,46 @@ def test_level_weights_and_argument_errors():
     assert synthetic.train_records(0) == []
 
 
-def test_warm_start_covers_every_format_and_trains_only_correct_answers():
-    conversations = synthetic.warm_start_conversations(600, seed=0)
-    assert {c.kind for c in conversations} == set(synthetic.WARM_START_KINDS)
-    verifier = ExactIntVerifier()
-    for c in conversations:
-        assert len(c.messages) == len(c.trained)
-        assert c.trained[-1] and c.messages[-1]["role"] == "assistant"
-        # Only assistant turns are trained; wrong attempts appear as untrained context.
-        assert all(m["role"] == "assistant" for m, t in zip(c.messages, c.trained) if t)
-        assert sum(c.trained) == 1
-        assert 0 <= c.prefix_chars < len(c.messages[-1]["content"])
-        assert (c.prefix_chars > 0) == (c.kind == "continuation")
-        if c.kind == "reflection":
-            steps = c.messages[0]["content"].count("feedback: ")
-            report = templates.parse_reflection_report(c.messages[-1]["content"], steps)
-            assert report.valid, report
-        else:
-            gold = str(eval(question_of(c).removeprefix("What is ").removesuffix("?")))
-            [result] = verifier.verify_batch([c.messages[-1]["content"]], [gold])
-            assert result.correct
-    # The system prompt of a multi-attempt conversation matches its feedback turns.
-    for c in conversations:
-        if c.kind == "multi_attempt":
-            budget = int(re.search(r"You have (\d+) attempt", c.messages[0]["content"]).group(1))
-            feedback = [m["content"] for m in c.messages if m["role"] == "user"][1:]
-            assert feedback == [templates.attempt_feedback(budget - i - 1) for i in range(len(feedback))]
+def test_records_are_distinct_with_equal_level_shares():
+    """The RL split of the embedded default (configs/base.py): 512 distinct held-out
+    problems and 4000 distinct training problems, half of each level."""
+    held_out = synthetic.held_out_records(512, levels=(2, 3))
+    assert len({r.problem for r in held_out}) == 512
+    assert synthetic.level_counts(held_out) == {2: 256, 3: 256}
+    train = synthetic.train_records(4000, levels=(2, 3))
+    assert len({r.problem for r in train}) == 4000
+    assert synthetic.level_counts(train) == {2: 2000, 3: 2000}
+    assert [r.meta["level"] for r in train[:6]] == [2, 3, 2, 3, 2, 3]
+    # Without `distinct`, the same draws repeat texts (level 2 has few problems).
+    drawn = synthetic.generate_problems("held_out", 512, levels=(2, 3))
+    assert len({p.question for p in drawn}) < 500
 
 
-def test_unboxed_share_ends_plain_solutions_without_the_box():
-    none = synthetic.warm_start_conversations(400, seed=3)
-    half = synthetic.warm_start_conversations(400, seed=3, unboxed_share=0.5)
-    every = synthetic.warm_start_conversations(400, seed=3, unboxed_share=1.0)
-    assert not any(c.kind == "plain_unboxed" for c in none)
-    # Multi-step solutions only: one-step answers stay boxed.
-    kept = [c for c in every if c.kind == "plain"]
-    assert kept and all(len(_problem_of(question_of(c)).ops) == 1 for c in kept)
-    unboxed = [c for c in half if c.kind == "plain_unboxed"]
-    boxed = [c for c in half if c.kind == "plain"]
-    multi_step = [c for c in boxed if len(_problem_of(question_of(c)).ops) > 1]
-    assert 0.35 < len(unboxed) / (len(unboxed) + len(multi_step)) < 0.65
-    verifier = ExactIntVerifier()
-    for c in unboxed:
-        response = c.messages[-1]["content"]
-        assert c.trained == (False, True) and "\\boxed" not in response
-        # The working is the worked solution's; only the last sentence differs.
-        solution = _problem_of(question_of(c)).solution()
-        assert response == re.sub(r"\\boxed\{(\d+)\}$", r"The result is \1.", solution)
-        assert verifier.verify_batch([response], [response.split()[-1][:-1]])[0].status == "no_answer"
-    assert all(c.messages[-1]["content"] == _problem_of(question_of(c)).solution() for c in boxed)
-    with pytest.raises(ValueError, match="unboxed_share"):
-        synthetic.warm_start_conversations(4, unboxed_share=1.5)
+def test_an_exhausted_level_hands_its_turns_to_the_next():
+    # Level 1 has 198 problems, 25 of them held out (is_held_out over all of them).
+    held_out = synthetic.held_out_records(25, levels=(1,))
+    assert len({r.problem for r in held_out}) == 25
+    with pytest.raises(ValueError, match="fewer than 26 distinct held_out problems"):
+        synthetic.held_out_records(26, levels=(1,))
+    mixed = synthetic.held_out_records(100, levels=(1, 2))
+    assert synthetic.level_counts(mixed) == {1: 25, 2: 75}
+    assert len({r.problem for r in mixed}) == 100
+    assert mixed[:40] == synthetic.held_out_records(40, levels=(1, 2))   # prefix-stable
 
 
-def _problem_of(question: str) -> synthetic.Problem:
-    """A question's problem, read back from its text (evaluated left to right)."""
-    tokens = re.findall(r"\d+|[-+*]", question)
-    ops = tuple((tokens[i], int(tokens[i + 1])) for i in range(1, len(tokens), 2))
-    return synthetic.Problem(start=int(tokens[0]), ops=ops, level=0)
+def test_mistakes_carry_on_and_repairs_correct_them():
+    problem = synthetic.Problem(start=7, ops=(("+", 5), ("*", 3), ("-", 4)), level=3)
+    attempt = synthetic.attempt_with_mistake(problem, 1, 37)
+    assert attempt.text == "7+5=12. 12*3=37. 37-4=33. \\boxed{33}" and attempt.answer == 33
+    unboxed = synthetic.attempt_with_mistake(problem, 0, 13, boxed=False)
+    assert unboxed.text == "7+5=13. 13*3=39. 39-4=35. The result is 35." and not unboxed.boxed
+    assert problem.solution(boxed=False) == synthetic.unboxed_solution(problem) == (
+        "7+5=12. 12*3=36. 36-4=32. The result is 32.")
+    assert [problem.line(i) for i in range(3)] == ["7+5", "12*3", "36-4"]
+    rng = np.random.default_rng(0)
+    avoid = []
+    for _ in range(5):
+        mistake = synthetic.random_mistake(problem, rng, avoid=avoid)
+        assert mistake not in avoid and mistake[1] != problem.values[mistake[0]]
+        assert synthetic.attempt_with_mistake(problem, *mistake).answer != problem.answer
+        avoid.append(mistake)
