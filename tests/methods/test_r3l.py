@@ -16,8 +16,8 @@ from configs import r3l as r3l_config
 from rl_reason import models, sampling, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.data import record as record_lib
-from rl_reason.data import templates
-from rl_reason.methods import r3l_trial
+from rl_reason.data import packing, synthetic, templates, warm_start
+from rl_reason.methods import episodes as episodes_lib, r3l_trial
 from rl_reason.methods.base import StepContext
 from rl_reason.methods.r3l import R3L, R3LSettings
 from rl_reason.rl.losses import LossConfig, policy_loss
@@ -317,6 +317,64 @@ def test_a_reflection_request_over_its_limit_is_skipped(tok, monkeypatch):
     c.rollout.update(prompts_per_step=1)
     _, _, rows, ctx, _ = run_step(c, tok, monkeypatch, script=script)
     assert len(rows) == 2 and ctx.metrics["r3l/reports/prompt_too_long"] == 2
+
+
+# ---------------------------------------------------- the warm-start's conversations
+
+def warm_start_context(tok, messages, answer):
+    """The ids the warm-start trains `answer` after (rl_reason/data/packing.py): the
+    untrained pieces of the conversation before the answer, each encoded on its own."""
+    conversation = warm_start.Conversation(
+        messages=tuple(messages) + ({"role": "assistant", "content": answer},),
+        trained=(False,) * len(messages) + (True,), kind="test")
+    ids = []
+    for piece, trained in packing.conversation_segments(tok, conversation):
+        if trained:
+            return ids
+        ids += encode(tok, piece)
+    raise AssertionError("no trained piece")
+
+
+def test_prompts_match_the_warm_start_token_for_token(tok):
+    # The hand-checked failed episode of tests/data/test_warm_start.py: 7+5*3-4, three
+    # attempts (13 boxed, 37 unboxed, 37 boxed), the lasting mistake from attempt 1.
+    problem = synthetic.Problem(start=7, ops=(("+", 5), ("*", 3), ("-", 4)), level=3)
+    failed = (synthetic.attempt_with_mistake(problem, 0, 13),
+              synthetic.attempt_with_mistake(problem, 1, 37, boxed=False),
+              synthetic.attempt_with_mistake(problem, 1, 37))
+    record = make_record(problem.question, str(problem.answer))
+    turns = episodes_lib.ChatTurns(tok)
+    # The same attempts as a policy would sample them (each ending its turn), verified.
+    episode = episodes_lib.Episode.start(record, templates.plain_prompt(record.problem), turns,
+                                         budget=500, max_attempts=3, group="g")
+    for attempt in failed:
+        ids = encode(tok, attempt.text) + [END]
+        n, text = episodes_lib.cut_length(tok, ids)
+        [verdict] = ExactIntVerifier().verify_batch([text], [record.answer])
+        episode.add_attempt(episodes_lib.new_attempt(
+            ids, n, text, truncated=False, status=verdict.status, extracted=verdict.extracted))
+        if not episode.done:
+            episode.add_feedback(turns.feedback(episode.messages,
+                                                r3l_trial.feedback_turn(episode.attempts[-1])))
+    assert [a.status for a in episode.attempts] == ["wrong", "no_answer", "wrong"]
+    solution = problem.solution()
+    for root in range(3):
+        ws = warm_start.Episode(problem, failed, solved=False, root=root)
+        # The base episode so far: the warm-start's R3L episode, token for token.
+        assert episode.replay(root).context() == warm_start_context(
+            tok, warm_start.r3l_replay(ws, root), solution)
+        # The reflection request on it.
+        assert r3l_trial.reflection_log(episode) == warm_start.episode_log(ws, solution)
+        report = warm_start.reflection_report(ws)
+        text = templates.format_reflection_report(report)
+        assert r3l_trial.reflection_context(turns, episode) == warm_start_context(
+            tok, templates.reflection_request(problem.question,
+                                              warm_start.episode_log(ws, solution)), text)
+        assert r3l_trial.verdict(text, 3) == (report, r3l_trial.RETRY)
+        # The guided retry's context.
+        guided = templates.insert_guidance(warm_start.r3l_replay(ws, root), report)
+        assert r3l_trial.guided_head(turns, episode, root, report) == warm_start_context(
+            tok, guided, solution)
 
 
 # ------------------------------------------------------------------- advantages, loss
