@@ -64,9 +64,9 @@ def get_config(arg: str = ""):
     # step costs up to seven rollout rounds (three attempts, a reflection, three retry
     # attempts), so half GRPO's questions keep the embedded run within minutes.
     c.rollout.update(prompts_per_step=8, group_size=8, max_new_tokens=128)
-    c.train.update(num_steps=20, eval_every=0)
+    c.train.update(num_steps=14, eval_every=0)
     c.eval.update(attempts=3, attempt_feedback="verifier", attempt_temperature=0.4,
-                  num_samples=4, ks=(1, 4), max_problems=128)
+                  num_samples=2, ks=(1, 2), max_problems=128)
     apply_variant(c, arg)
     c.lock()
     return c
