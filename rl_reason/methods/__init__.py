@@ -5,6 +5,7 @@ from rl_reason.methods.exgrpo import ExGRPO
 from rl_reason.methods.failure_prefix import FailurePrefix
 from rl_reason.methods.grpo import GRPO
 from rl_reason.methods.lte import LTE
+from rl_reason.methods.lte_exgrpo import LTEExGRPO
 from rl_reason.methods.multi_attempt import MultiAttempt
 
 METHODS: dict[str, type[Method]] = {
@@ -12,6 +13,7 @@ METHODS: dict[str, type[Method]] = {
     ExGRPO.name: ExGRPO,
     FailurePrefix.name: FailurePrefix,
     LTE.name: LTE,
+    LTEExGRPO.name: LTEExGRPO,
     MultiAttempt.name: MultiAttempt,
 }
 
