@@ -2,7 +2,7 @@
 
 import pytest
 
-from configs import exgrpo, failure_prefix, grpo, lte, multi_attempt
+from configs import exgrpo, failure_prefix, grpo, lte, lte_exgrpo, multi_attempt
 from rl_reason.config_check import ConfigError, check
 
 
@@ -74,6 +74,16 @@ EXGRPO_VARIANTS = ["", "tiny", "qwen25_math_1p5b", "qwen3_4b", *exgrpo.ABLATIONS
 def test_exgrpo_variants_are_valid(variant):
     c = exgrpo.get_config(variant)
     assert c.method_name == "exgrpo" and not c.note
+    check(c, num_devices=8)
+
+
+@pytest.mark.parametrize("variant", ["", "tiny", "qwen25_math_1p5b", "qwen3_4b", "no_shaping",
+                                     "tiny,no_cap,no_concise"])
+def test_lte_exgrpo_variants_are_valid(variant):
+    c = lte_exgrpo.get_config(variant)
+    assert c.method_name == "lte_exgrpo"
+    # Both components' keys, each as its own config sets it.
+    assert set(c.method) == set(exgrpo.get_config("").method) | set(lte.get_config("").method)
     check(c, num_devices=8)
 
 

@@ -5,6 +5,7 @@ from rl_reason.methods.exgrpo import ExGRPO
 from rl_reason.methods.failure_prefix import FailurePrefix
 from rl_reason.methods.grpo import GRPO
 from rl_reason.methods.lte import LTE
+from rl_reason.methods.lte_exgrpo import LTEExGRPO
 from rl_reason.methods.multi_attempt import MultiAttempt
 from rl_reason.methods.r3l import R3L
 
@@ -13,6 +14,7 @@ METHODS: dict[str, type[Method]] = {
     ExGRPO.name: ExGRPO,
     FailurePrefix.name: FailurePrefix,
     LTE.name: LTE,
+    LTEExGRPO.name: LTEExGRPO,
     MultiAttempt.name: MultiAttempt,
     R3L.name: R3L,
 }

@@ -117,6 +117,31 @@ def grouped_rows(samples: Sequence[Sample], rewards: np.ndarray, settings: Advan
             for s, a in zip(samples, advantages)]
 
 
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """A sample as a member of its training group: on-policy, or off-policy with its
+    recorded policy log-probs as behaviour log-probs; trained under `context` (None:
+    the context it was sampled with)."""
+
+    sample: Sample
+    off_policy: bool = False
+    context: Sequence[int] | None = None
+
+
+def member_rows(members: Sequence[Member], shaping: RewardShaping, settings: AdvantageSettings,
+                *, mask_truncated: bool = False) -> list[Row]:
+    """One row per member, advantages over the members' groups. On-policy members that
+    ran out of tokens are untrained when mask_truncated (DAPO)."""
+    if not members:
+        return []
+    samples = [m.sample for m in members]
+    advantages = group_advantages([s.request.group for s in samples],
+                                  shaped_rewards(samples, shaping), settings)
+    return [response_row(m.sample, a, off_policy=m.off_policy, context=m.context,
+                         trained=m.off_policy or not (mask_truncated and m.sample.truncated))
+            for m, a in zip(members, advantages)]
+
+
 def informative_groups(samples: Sequence[Sample]) -> set[str]:
     """Groups whose rewards are not all equal (DAPO dynamic sampling keeps these)."""
     by_group: dict[str, set] = {}

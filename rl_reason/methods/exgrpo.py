@@ -81,9 +81,11 @@ class Settings:
                 f"{TRAJECTORY_SELECTIONS}")
 
     @classmethod
-    def from_config(cls, config) -> "Settings":
+    def from_config(cls, config, other_keys=()) -> "Settings":
+        """ExGRPO's keys of `config.method`; `other_keys` belong to a method composed
+        with it (lte_exgrpo) and are left to that method."""
         names = [f.name for f in dataclasses.fields(cls)]
-        given = set(config.method.keys())
+        given = set(config.method.keys()) - set(other_keys)
         if given != set(names):
             raise ConfigError(f"method: an ExGRPO run needs exactly the keys {sorted(names)}; "
                               f"missing {sorted(set(names) - given)}, unknown "
@@ -100,14 +102,17 @@ class ExGRPO(Method):
     # The buffer's k counts successes out of G: a resume with another G would bucket
     # every stored question wrongly.
     identity_keys = ("rollout.group_size",)
+    # `config.method` keys of a component composed with ExGRPO (a subclass sets them).
+    composed_keys: tuple[str, ...] = ()
 
     def __init__(self, config, tokenizer):
         super().__init__(config, tokenizer)
-        self.settings = Settings.from_config(config)
+        self.settings = Settings.from_config(config, self.composed_keys)
         self.buffer = ExperienceBuffer()
         self.mixing = False
         self.retired = 0
         self._replayed: list[Sample] = []   # this step's stored trajectories, as samples
+        self._members: list[common.Member] = []   # this step's training groups
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, ctx: StepContext) -> list[Request]:
@@ -169,20 +174,20 @@ class ExGRPO(Method):
     def build_batch(self, samples, ctx: StepContext):
         """One row per sample; each replay group also gets its stored trajectory as an
         off-policy row. Advantages over each whole group (the stored one included)."""
-        stored = self._replayed
-        members = list(samples) + stored
-        rewards = common.shaped_rewards(members, common.RewardShaping.from_config(self.config))
-        advantages = common.group_advantages([m.request.group for m in members], rewards,
-                                             common.AdvantageSettings.from_config(self.config))
-        mask_truncated = self.config.loss.mask_truncated
-        rows = [common.response_row(m, a, trained=not (mask_truncated and m.truncated))
-                for m, a in zip(samples, advantages)]
-        rows += [common.response_row(m, a, off_policy=True)
-                 for m, a in zip(stored, advantages[len(samples):])]
+        self._members = self.group_members(samples, ctx)
+        rows = common.member_rows(self._members, common.RewardShaping.from_config(self.config),
+                                  common.AdvantageSettings.from_config(self.config),
+                                  mask_truncated=self.config.loss.mask_truncated)
         trained = sum(float(r.loss_mask.sum()) for r in rows)
         off = sum(float(r.loss_mask[r.off_policy].sum()) for r in rows if r.off_policy is not None)
         ctx.metrics[PREFIX + "off_policy_token_share"] = off / trained if trained else 0.0
         return rows
+
+    def group_members(self, samples, ctx: StepContext) -> list[common.Member]:
+        """The step's training groups: every sample on-policy, plus each replay group's
+        stored trajectory off-policy (a composition adds its own members here)."""
+        return ([common.Member(s) for s in samples]
+                + [common.Member(s, off_policy=True) for s in self._replayed])
 
     def loss_config(self):
         drop = self.mixing and self.settings.drop_clip_when_mixing
@@ -192,23 +197,27 @@ class ExGRPO(Method):
     # ------------------------------------------------------------------ after the update
     def after_step(self, samples, ctx: StepContext) -> None:
         G = self.config.rollout.group_size
-        groups: dict[str, list[Sample]] = {}
-        for s in list(samples) + self._replayed:
-            groups.setdefault(s.request.group, []).append(s)
+        groups: dict[str, list[common.Member]] = {}
+        # The groups build_batch trained (the trainer always calls it first).
+        for m in self._members or self.group_members(samples, ctx):
+            groups.setdefault(m.sample.request.group, []).append(m)
         replayed = {id(s) for s in self._replayed}   # stored already
         store = self.mixing or self.settings.store_before_mixing
         to_retire: list[str] = []
         for members in groups.values():
-            record = members[0].request.record
-            k = sum(m.correct for m in members)
+            record = members[0].sample.request.record
+            # The context a member is trained under is the question's plain prompt.
+            context = members[0].context or members[0].sample.request.context
+            k = sum(m.sample.correct for m in members)
             if k == len(members):
                 if self.settings.retire_solved:
                     to_retire.append(record.id)
             elif k >= 1 and store:
-                self.buffer.update(record, members[0].request.context, k, [
-                    Trajectory(np.asarray(m.response, np.int32),
-                               np.asarray(m.policy_logprobs, np.float32), text_key(m.text))
-                    for m in members if m.correct and id(m) not in replayed])
+                self.buffer.update(record, context, k, [
+                    Trajectory(np.asarray(m.sample.response, np.int32),
+                               np.asarray(m.sample.policy_logprobs, np.float32),
+                               text_key(m.sample.text))
+                    for m in members if m.sample.correct and id(m.sample) not in replayed])
         # Retirement last: a question solved by one group and stored from another
         # in the same step is retired.
         to_retire = list(dict.fromkeys(to_retire))
@@ -232,7 +241,7 @@ class ExGRPO(Method):
             PREFIX + "retired_this_step": len(to_retire),
             **{f"{PREFIX}bucket/{k}": len(buckets.get(k, [])) for k in range(1, G)},
         })
-        self._replayed = []
+        self._replayed, self._members = [], []
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict:

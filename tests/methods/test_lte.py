@@ -16,7 +16,7 @@ from rl_reason import models, run_setup, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.data import synthetic, templates
 from rl_reason.methods import METHODS
-from rl_reason.methods import lte
+from rl_reason.methods import hints, lte
 from rl_reason.methods.base import FRESH, Request, Sample, StepContext, TokenScores
 from rl_reason.rl import batch as batch_lib
 from rl_reason.rl.losses import LossConfig, policy_loss
@@ -77,7 +77,7 @@ WRONG, NONE_, RIGHT = "wrong", "no_answer", "correct"
 
 def test_choose_prompt_by_truncation_with_the_wrong_answers_of_untruncated_responses(tokenizer):
     def kind(outcomes, concise=True):
-        return lte.choose_prompt(fresh_group(tokenizer, "g", outcomes), concise)
+        return hints.choose_prompt(fresh_group(tokenizer, "g", outcomes), concise)
 
     # None truncated: the hint lists distinct wrong answers, first seen first; a response
     # without an answer, and one the verifier timed out on, add nothing.
@@ -104,7 +104,7 @@ def test_prompt_messages_are_the_template_wordings():
     hint = "Hint: these answers are incorrect: 4, 6. Do not mention this hint in your answer."
     no_answer = ("Hint: earlier attempts ended without a final answer in \\boxed{}. "
                  "Do not mention this hint in your answer.")
-    text = lambda kind, wrong: lte.prompt_messages(kind, q, wrong)[0]["content"]
+    text = lambda kind, wrong: hints.prompt_messages(kind, q, wrong)[0]["content"]
     assert text("hint", ["4", "6"]) == f"{q}\n{reason}\n{hint}"
     assert text("hint", []) == f"{q}\n{reason}\n{no_answer}"
     assert text("concise", []) == f"{q}\n{concise}"
@@ -156,20 +156,20 @@ def test_replacement_takes_only_correct_untruncated_extras_and_caps_at_G_minus_1
     def positions(chosen, among):   # samples hold arrays: compare by identity
         return [next(i for i, x in enumerate(among) if x is s) for s in chosen]
 
-    kept, added = lte.replace_failures(originals, bad + good[:2], cap=True,
+    kept, added = hints.replace_failures(originals, bad + good[:2], cap=True,
                                        rng=np.random.default_rng(0))
     assert positions(added, good) == [0, 1] and len(kept) == 2
     kept_at = positions(kept, originals)
     assert kept_at == sorted(kept_at)   # the kept originals stay in order
 
     # Four successes: capped at G - 1 = 3 (one failure left to contrast with) ...
-    kept, added = lte.replace_failures(originals, good, cap=True, rng=np.random.default_rng(0))
+    kept, added = hints.replace_failures(originals, good, cap=True, rng=np.random.default_rng(0))
     assert len(positions(kept, originals)) == 1 and len(set(positions(added, good))) == 3
     # ... and all four without the cap.
-    kept, added = lte.replace_failures(originals, good, cap=False, rng=np.random.default_rng(0))
+    kept, added = hints.replace_failures(originals, good, cap=False, rng=np.random.default_rng(0))
     assert kept == [] and positions(added, good) == [0, 1, 2, 3]
     # No success: nothing replaced.
-    kept, added = lte.replace_failures(originals, bad, cap=True, rng=np.random.default_rng(0))
+    kept, added = hints.replace_failures(originals, bad, cap=True, rng=np.random.default_rng(0))
     assert positions(kept, originals) == [0, 1, 2, 3] and added == []
 
 
@@ -179,7 +179,7 @@ def test_replaced_failures_are_random_and_fixed_by_the_rng(tokenizer):
     good = [sample(req, [10 + i], RIGHT, "7") for i in range(2)]
 
     def dropped(seed):
-        kept, _ = lte.replace_failures(originals, good, cap=True,
+        kept, _ = hints.replace_failures(originals, good, cap=True,
                                        rng=np.random.default_rng(seed))
         return tuple(i for i, s in enumerate(originals) if all(s is not k for k in kept))
 
@@ -380,10 +380,10 @@ def test_concise_branches_fire_when_responses_run_out_of_length(tiny_policy, tok
                                                num_samples=G) for r in records],
                                jax.random.PRNGKey(0))
         requests = method.follow_up(fresh, make_ctx(config, tokenizer))
-        groups = lte.groups_of(fresh)
+        groups = hints.groups_of(fresh)
         assert len(requests) == len(records)
         for r in requests:
-            expected, _ = lte.choose_prompt(groups[r.group])
+            expected, _ = hints.choose_prompt(groups[r.group])
             assert r.meta["kind"] == expected
         kinds[budget] = [r.meta["kind"] for r in requests]
     # Two new tokens: every response is cut off, so every group gets the concise prompt.
@@ -425,7 +425,7 @@ class RecordingLTE(lte.LTE):
 
     def build_batch(self, samples, ctx):
         rows = super().build_batch(samples, ctx)
-        hinted = [s for s in samples if s.request.tag == "hinted" and lte.is_success(s)]
+        hinted = [s for s in samples if s.request.tag == "hinted" and hints.is_success(s)]
         under_hint = ctx.score([(s.request.context + s.response, len(s.request.context))
                                 for s in hinted])
         plain = [s.request.meta["plain_context"] for s in hinted]

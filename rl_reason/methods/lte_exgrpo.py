@@ -1,0 +1,74 @@
+"""LTE + ExGRPO: replay of past successes, and hinted retries for the fresh groups no
+sample solved (docs/methods.md, "Compositions").
+
+    prepare      ExGRPO's: replay groups (a stored trajectory + G - 1 fresh samples)
+                 and B - n_exp fresh prompts
+    follow_up    LTE's: G more samples on a hinted prompt for each none-pass fresh
+                 group (a replay group holds a success, so it is never none-pass)
+    build_batch  fresh groups after LTE's replacement: hinted successes join as
+                 off-policy members trained under the plain prompt, with the log-probs
+                 recorded under the hint; replay groups with their stored trajectory
+                 off-policy, with the log-probs recorded when it was sampled. Both kinds
+                 take the same shaped weight f(w) = w / (w + gamma); advantages
+                 r - mean over each final group
+    after_step   ExGRPO's, over the final groups: a hinted success is stored like any
+                 other (plain context, its recorded log-probs) and counts in k
+
+The two mechanisms act on disjoint groups in one step (hints on fresh none-pass
+groups, replay on groups the buffer chose), share one off-policy loss, and feed one
+buffer: a question the policy could only solve with a hint can be replayed later
+without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rl_reason.methods import hints
+from rl_reason.methods.base import FRESH, StepContext
+from rl_reason.methods.exgrpo import ExGRPO, Settings as ExGRPOSettings
+
+HINT_KEYS = tuple(f.name for f in dataclasses.fields(hints.HintSettings))
+
+
+@dataclasses.dataclass(frozen=True)
+class LTEExGRPOSettings:
+    """The `config.method` block of the composition: ExGRPO's keys and LTE's."""
+
+    exgrpo: ExGRPOSettings
+    hints: hints.HintSettings
+
+    @classmethod
+    def from_config(cls, config) -> "LTEExGRPOSettings":
+        from rl_reason.config_check import ConfigError
+
+        missing = sorted(set(HINT_KEYS) - set(config.method.keys()))
+        if missing:
+            raise ConfigError(f"method: an lte_exgrpo run needs LTE's keys too; missing {missing}")
+        settings = cls(exgrpo=ExGRPOSettings.from_config(config, HINT_KEYS),
+                       hints=hints.HintSettings.from_method_block(config.method, "lte_exgrpo"))
+        if not settings.hints.hinted:
+            raise ConfigError("method.extra_prompt='plain': the composition hints; the "
+                              "plain-prompt control is an LTE variant")
+        return settings
+
+
+class LTEExGRPO(ExGRPO):
+    name = "lte_exgrpo"
+    Settings = LTEExGRPOSettings
+    composed_keys = HINT_KEYS
+
+    def __init__(self, config, tokenizer):
+        super().__init__(config, tokenizer)
+        self.hint_settings = LTEExGRPOSettings.from_config(config).hints
+
+    def follow_up(self, samples, ctx: StepContext):
+        if any(s.request.tag == self.hint_settings.tag for s in samples):
+            return []
+        return hints.extra_requests(samples, self.tokenizer, self.hint_settings)
+
+    def group_members(self, samples, ctx: StepContext):
+        fresh = [s for s in samples if s.request.tag in (FRESH, self.hint_settings.tag)]
+        others = [s for s in samples if s.request.tag not in (FRESH, self.hint_settings.tag)]
+        return (hints.final_members(fresh, self.hint_settings, ctx, prefix="lte/")
+                + super().group_members(others, ctx))

@@ -1,0 +1,135 @@
+"""LTE + ExGRPO (rl_reason/methods/lte_exgrpo.py) on a hand-worked step: hinted retries
+only for the fresh none-pass groups, hinted successes and replayed trajectories as
+off-policy members with their own recorded log-probs, hinted successes stored in the
+buffer under the plain prompt; then end to end on the tiny policy."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import lte_exgrpo as lte_exgrpo_config
+from exgrpo_helpers import FakeContext, HalfCorrectVerifier, record, sample
+from rl_reason import models, run_setup, train
+from rl_reason.config_check import ConfigError, check
+from rl_reason.methods.experience import Trajectory, text_key
+from rl_reason.methods.lte_exgrpo import LTEExGRPO
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_policy):
+    return models.load_tokenizer(tiny_policy)
+
+
+def config(policy=None, variant="", **overrides):
+    c = lte_exgrpo_config.get_config(",".join(filter(None, ["tiny", variant])))
+    c.unlock()
+    if policy:
+        c.model.checkpoint = policy
+    c.train.export_hf = False
+    c.verifier.num_workers = 1
+    c.optim.update(learning_rate=1e-3, warmup_steps=0)
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        c[section][name] = value
+    return c
+
+
+def mixing_step(tokenizer):
+    """Mixing on, the buffer holds q1 (stored [20, 21] with recorded log-probs
+    [-0.7, -0.2]); the step replays q1 (3 fresh samples, 1 correct) and draws q2 fresh
+    (4 samples, none correct: a wrong boxed 5, a wrong boxed 6, two without answers)."""
+    m = LTEExGRPO(config(), tokenizer)
+    m.mixing = True
+    response = np.asarray([20, 21], np.int32)
+    m.buffer.update(record(1), [1, 2, 3], 2, [Trajectory(
+        response, np.asarray([-0.7, -0.2], np.float32),
+        text_key(tokenizer.decode(response.tolist(), skip_special_tokens=True)))])
+    fake = FakeContext(m.config, tokenizer, records=[record(2)])
+    replay_req, fresh_req = m.prepare(fake.ctx)
+    replay_req.group, fresh_req.group = "q1#0", "q2#1"
+    samples = [sample(replay_req, [30 + i], c, tokenizer) for i, c in enumerate([1, 0, 0])]
+    fresh = [sample(fresh_req, [40 + i], False, tokenizer) for i in range(4)]
+    for s, answer in zip(fresh, ["5", "6", None, None]):
+        s.extracted = answer
+        s.status = "wrong" if answer else "no_answer"
+    return m, fake, samples + fresh
+
+
+def test_hints_go_to_fresh_none_pass_groups_only(tokenizer):
+    m, fake, samples = mixing_step(tokenizer)
+    hinted, = m.follow_up(samples, fake.ctx)
+    assert hinted.group == "q2#1" and hinted.tag == "hinted" and hinted.num_samples == 4
+    assert hinted.meta["kind"] == "hint" and hinted.meta["wrong_answers"] == ["5", "6"]
+    text = tokenizer.decode(hinted.context)
+    assert "5, 6" in text and "What is 2+0?" in text
+    assert hinted.meta["plain_context"] == samples[3].request.context
+    # Once the hinted round is in, no more rounds.
+    assert m.follow_up(samples + [sample(hinted, [50], True, tokenizer)], fake.ctx) == []
+
+
+def test_rows_and_buffer_after_a_hinted_rescue(tokenizer):
+    m, fake, samples = mixing_step(tokenizer)
+    hinted_req, = m.follow_up(samples, fake.ctx)
+    hinted = [sample(hinted_req, [50 + i], c, tokenizer, logp=[-1.5])
+              for i, c in enumerate([1, 1, 0, 0])]
+    rows = m.build_batch(samples + hinted, fake.ctx)
+    by_group = {}
+    for r in rows:
+        by_group.setdefault(r.group, []).append(r)
+    # Fresh group: 2 hinted successes replace 2 of the 4 failures; rewards [0, 0, 1, 1],
+    # mean 0.5, no std: A = [-0.5, -0.5, 0.5, 0.5].
+    fresh = by_group["q2#1"]
+    assert [r.advantage for r in fresh] == [-0.5, -0.5, 0.5, 0.5]
+    plain = samples[3].request.context
+    for row, s in zip(fresh[2:], hinted[:2]):
+        assert row.tokens == list(plain) + s.response         # the hint is never trained
+        np.testing.assert_array_equal(row.off_policy, [0] * len(plain) + [1])
+        np.testing.assert_allclose(row.behaviour_logp, [0] * len(plain) + [-1.5])
+    assert all(r.off_policy is None for r in fresh[:2])
+    assert fake.ctx.metrics["lte/replaced"] == 2
+    # Replay group: rewards [1, 0, 0] fresh + the stored 1: A = [0.5, -0.5, -0.5, 0.5],
+    # the stored row off-policy with its own recorded log-probs.
+    replay = by_group["q1#0"]
+    assert [r.advantage for r in replay] == [0.5, -0.5, -0.5, 0.5]
+    assert replay[3].tokens == [1, 2, 3, 20, 21]
+    np.testing.assert_allclose(replay[3].behaviour_logp, [0, 0, 0, -0.7, -0.2])
+
+    m.after_step(samples + hinted, fake.ctx)
+    # q2 (2 of 4 after the rescue) enters the buffer with both hinted successes, under
+    # the plain prompt, with the log-probs recorded under the hint; q1 gets its new
+    # fresh success and k = 2 (of its final group of 4).
+    entry = m.buffer.entries["q2"]
+    assert entry.k == 2 and entry.context.tolist() == list(plain)
+    assert [t.response.tolist() for t in entry.trajectories] == [[50], [51]]
+    np.testing.assert_allclose(entry.trajectories[0].logprobs, [-1.5])
+    assert m.buffer.entries["q1"].k == 2
+    assert sorted(t.response.tolist()[0] for t in m.buffer.entries["q1"].trajectories) == [20, 30]
+
+
+def test_settings_need_both_blocks_and_refuse_the_plain_control():
+    check(config(), num_devices=1)
+    c = config()
+    c.method.extra_prompt = "plain"
+    with pytest.raises(ConfigError, match="plain-prompt control"):
+        check(c, num_devices=1)
+    c = config()
+    with c.method.ignore_type():
+        del c.method["concise"]
+    with pytest.raises(ConfigError, match="missing \\['concise'\\]"):
+        check(c, num_devices=1)
+
+
+def test_tiny_run_hints_replays_and_stores(tiny_policy, tmp_path, monkeypatch):
+    monkeypatch.setattr(run_setup, "make_verifier", lambda _: HalfCorrectVerifier())
+    workdir = str(tmp_path / "run")
+    train.run(config(tiny_policy, **{"method.mixing_threshold": 0.0, "train.num_steps": 3,
+                                     "train.eval_every": 0}), workdir)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f if '"loss"' in line]
+    assert [m["exgrpo/mixing"] for m in lines] == [0.0, 1.0, 1.0]
+    assert all("lte/none_pass_fraction" in m for m in lines)
+    assert lines[2]["exgrpo/replay_groups"] > 0
+    hinted = [m for m in lines if m.get("rollout/hinted/samples")]
+    assert all(m["rollout/hinted/samples"] == 4 * m["lte/extra_prompts"] for m in hinted)
