@@ -34,6 +34,8 @@ import ml_collections
 
 from configs import base, grpo
 
+# One switch each off the default (experiments/ablate.py runs them).
+ABLATIONS = ("no_refresh", "tau025", "tau075")
 OWN_VARIANTS = ("tiny", "tau025", "tau075", "plateau", "no_refresh", "grpo",
                 "qwen25_math_1p5b", "qwen3_4b")
 

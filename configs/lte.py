@@ -28,6 +28,8 @@ from configs import base, grpo
 # shaping.
 ENTROPY_COEF = 0.001
 
+# One switch each off the default (experiments/ablate.py runs them).
+ABLATIONS = ("no_shaping", "no_concise", "no_cap")
 VARIANTS = ("lte_entropy", "grpo_extra_rollouts", "no_shaping", "no_concise", "no_cap")
 GRPO_VARIANTS = ("tiny", "qwen25_math_1p5b", "qwen3_4b")
 

@@ -17,6 +17,9 @@ LTE's `no_concise` and `no_cap`.
 
 from configs import exgrpo, lte
 
+# ExGRPO's ablations and the hint switches (experiments/ablate.py runs them).
+ABLATIONS = tuple(exgrpo.ABLATIONS) + ("no_concise", "no_cap")
+
 
 def get_config(arg: str = ""):
     c = exgrpo.get_config("")

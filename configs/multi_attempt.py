@@ -32,6 +32,8 @@ Variants (`--config=configs/multi_attempt.py:<variant>`, combined with commas):
 
 from configs import base, grpo
 
+# One switch each off the default (experiments/ablate.py runs them).
+ABLATIONS = ("single_attempt", "binary_reward", "last_attempt")
 METHOD_VARIANTS = ("per_episode", "last_attempt", "binary_reward", "single_attempt",
                    "authors_kl")
 

@@ -45,6 +45,8 @@ Variants (`--config=configs/r3l.py:<variant>`, combined with commas):
 
 from configs import base, grpo
 
+# The paper's ablations, one switch each (experiments/ablate.py runs them).
+ABLATIONS = ("no_reflect_retry", "no_pivotal_credit", "no_amplification")
 METHOD_VARIANTS = ("no_reflect_retry", "no_pivotal_credit", "no_amplification", "restart",
                    "grpo_feedback")
 

@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 from rl_reason import plot  # noqa: E402
 
 TOKENS = "budget/generated_tokens"
+MINUTES = "wall_minutes"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +93,11 @@ def build_config(arm: Arm, *, seed: int, start: str, budget: int, max_steps: int
     if smoke:
         config.train.update(num_steps=2, eval_every=0, export_hf=False)
         config.verifier.num_workers = 1
+        # The arm's evaluation protocol at a size that keeps a smoke to seconds.
+        config.eval.max_problems = min(config.eval.max_problems or 16, 16)
+        config.eval.num_samples = min(config.eval.num_samples, 2)
+        config.eval.ks = tuple(k for k in config.eval.ks
+                               if k <= config.eval.num_samples) or (1,)
     else:
         config.train.num_steps = max_steps
         config.train.max_generated_tokens = budget
@@ -114,6 +120,28 @@ def final_metrics(workdir: str, keys: Sequence[str]) -> dict[str, float]:
             if line.get(key) is not None:
                 found[key] = float(line[key])
     return found
+
+
+# Gaps between logged lines longer than this are pauses (a stopped and resumed run),
+# not time the run spent.
+PAUSE_S = 600.0
+
+
+def run_minutes(workdir: str) -> float:
+    """Wall-clock minutes a run spent, pauses between a stop and its resume excluded."""
+    times = [float(line["wall_time"]) for line in read_lines(workdir) if "wall_time" in line]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    return sum(g for g in gaps if 0 <= g < PAUSE_S) / 60.0
+
+
+def machine() -> str:
+    """The machine in words: CPU count and JAX's backend and devices."""
+    import platform
+
+    import jax
+    devices = jax.devices()
+    return (f"{platform.machine()} {os.cpu_count()} CPU cores, JAX {jax.__version__} on "
+            f"{len(devices)} {devices[0].platform} device(s) ({devices[0].device_kind})")
 
 
 def curve(workdir: str, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -204,10 +232,12 @@ def parse_args(argv, name: str, default_budget: int, default_seeds: str):
     parser.add_argument("--start", default="",
                         help="start checkpoint (a Hugging Face folder); default: the "
                         "experiment's own start, else the embedded base policy")
-    parser.add_argument("--out", default=os.path.join(ROOT, "experiments", "results", name),
-                        help="where results.md, results.json and curves.png go")
-    parser.add_argument("--runs", default=os.path.join(ROOT, "runs", name),
-                        help="where the run workdirs go")
+    parser.add_argument("--out", default="",
+                        help="where results.md, results.json and curves.png go (default "
+                        "experiments/results/NAME; a smoke: runs/NAME_smoke/results)")
+    parser.add_argument("--runs", default="",
+                        help="where the run workdirs go (default runs/NAME; a smoke: "
+                        "runs/NAME_smoke, so it never resumes or overwrites a sweep)")
     parser.add_argument("--smoke", action="store_true",
                         help="two steps of each arm with the tiny variant, one seed (CI)")
     args, rest = parser.parse_known_args(argv)
@@ -219,6 +249,10 @@ def parse_args(argv, name: str, default_budget: int, default_seeds: str):
         overrides.append((key, raw))
     if args.smoke:
         args.seeds = args.seeds.split(",")[0]
+    runs_name = f"{name}_smoke" if args.smoke else name
+    args.runs = args.runs or os.path.join(ROOT, "runs", runs_name)
+    args.out = args.out or (os.path.join(args.runs, "results") if args.smoke
+                            else os.path.join(ROOT, "experiments", "results", name))
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
@@ -278,19 +312,23 @@ def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
                                   max_steps=args.max_steps, smoke=args.smoke,
                                   overrides=overrides)
             train.run(config, workdir)
-            results.setdefault(arm.name, {})[seed] = final_metrics(workdir, report)
+            metrics = final_metrics(workdir, report)
+            metrics[MINUTES] = run_minutes(workdir)
+            results.setdefault(arm.name, {})[seed] = metrics
             workdirs.setdefault(arm.name, []).append(workdir)
 
     os.makedirs(args.out, exist_ok=True)
     text = (f"# {name}\n\nStart: `{start}`; budget {args.budget} generated tokens per run"
             f"{' (smoke)' if args.smoke else ''}; seeds {args.seeds}. Mean ± standard error "
             f"over seeds of the final held-out evaluation.\n\n"
-            + results_table(results, report) + "\n")
+            + results_table(results, tuple(report) + (MINUTES,)) + "\n"
+            + f"\nMachine: {machine()}; {MINUTES}: each run's wall-clock time, pauses "
+            f"between a stop and its resume excluded.\n")
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(text)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"name": name, "start": start, "budget": args.budget, "seeds": args.seeds,
-                   "smoke": args.smoke, "results": results}, f, indent=2)
+                   "smoke": args.smoke, "machine": machine(), "results": results}, f, indent=2)
     plot_curves(workdirs, curves, os.path.join(args.out, "curves.png"))
     print(text)
     print(f"Wrote {args.out}/results.md, results.json and curves.png", flush=True)

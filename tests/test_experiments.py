@@ -185,3 +185,121 @@ def test_r3l_vs_grpo_smoke_runs_every_arm(tiny_policy, tmp_path):
     assert not config["method"]["reflect_retry"]
     summary = json.loads((out / "results.json").read_text())
     assert set(summary["training_solved"]) == set(arms)
+
+
+def test_smoke_defaults_never_touch_a_sweeps_workdirs_or_results():
+    args, _ = harness.parse_args(["--smoke"], "demo", 1000, "0,1,2")
+    assert args.runs.endswith(os.path.join("runs", "demo_smoke")) and args.seeds == [0]
+    assert args.out == os.path.join(args.runs, "results")
+    args, _ = harness.parse_args([], "demo", 1000, "0,1,2")
+    assert args.runs.endswith(os.path.join("runs", "demo"))
+    assert args.out.endswith(os.path.join("experiments", "results", "demo"))
+
+
+def test_smoke_keeps_the_arms_protocol_at_a_small_size(tiny_policy):
+    arm = harness.Arm("r3l", "r3l", overrides=(("eval.max_problems", 256),
+                                               ("eval.num_samples", 8), ("eval.ks", (1, 4, 8)),
+                                               ("eval.attempts", 3)))
+    c = harness.build_config(arm, seed=0, start=tiny_policy, budget=10, max_steps=5,
+                             smoke=True, overrides=())
+    assert (c.eval.max_problems, c.eval.num_samples, tuple(c.eval.ks), c.eval.attempts) == \
+        (16, 2, (1,), 3)
+
+
+def test_run_minutes_leaves_out_pauses(tmp_path):
+    lines = [{"step": 0, "wall_time": 0.0}, {"step": 1, "wall_time": 60.0},
+             {"step": 2, "wall_time": 5000.0}, {"step": 3, "wall_time": 5120.0}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(l) for l in lines))
+    assert harness.run_minutes(str(tmp_path)) == pytest.approx(3.0)
+
+
+import ablate  # noqa: E402
+import compare_methods  # noqa: E402
+
+
+def test_ablate_arms_from_named_ablations_variants_and_switches():
+    assert ablate.named_ablations("r3l") == ("no_reflect_retry", "no_pivotal_credit",
+                                             "no_amplification")
+    assert "no_shaping" in ablate.named_ablations("exgrpo")
+    arms = ablate.arms_for("lte", ["no_cap"], ["lr:optim.learning_rate=3e-5,rollout.group_size=4"],
+                           "grpo")
+    assert [a.name for a in arms] == ["lte", "lte_no_cap", "lte_lr", "grpo"]
+    # Switch values take the type of the key they replace.
+    assert arms[2].overrides == (("optim.learning_rate", 3e-5), ("rollout.group_size", 4))
+    assert arms[1].variant == "no_cap" and arms[3].config == "grpo"
+
+
+@pytest.mark.parametrize("switch, message", [
+    ("nocolon", "expected NAME:key=value"),
+    ("x:optim.learning_rat=1", "unknown config key"),
+    ("x:rollout.group_size=four", "rollout.group_size"),
+    ("x:loss.clip_low", "is not key=value"),
+])
+def test_ablate_rejects_a_bad_switch_before_running(switch, message):
+    with pytest.raises(SystemExit, match=message):
+        ablate.arms_for("grpo", [], [switch], "")
+
+
+def test_ablate_rejects_an_unknown_variant_or_config():
+    with pytest.raises(SystemExit, match="no_such"):
+        ablate.main(["--config=r3l", "--variants=no_such", "--smoke"])
+    with pytest.raises(SystemExit, match="no configs/nope.py"):
+        ablate.main(["--config=nope"])
+    with pytest.raises(SystemExit, match="names no ABLATIONS"):
+        ablate.main(["--config=grpo", "--smoke"])
+
+
+def test_compare_methods_evaluates_every_arm_alike(tiny_policy):
+    configs = [harness.build_config(arm, seed=0, start=tiny_policy, budget=1000,
+                                    max_steps=5, smoke=False, overrides=())
+               for arm in compare_methods.ARMS]
+    assert [c.method_name for c in configs] == list(compare_methods.METHODS)
+    protocol = {(c.eval.attempts, c.eval.attempt_feedback, c.eval.attempt_temperature,
+                 c.eval.num_samples, tuple(c.eval.ks), c.eval.max_new_tokens,
+                 c.eval.max_problems, c.eval.misleading_prefix,
+                 tuple(c.data.embedded_eval_levels), c.data.embedded_eval_size,
+                 c.train.max_generated_tokens) for c in configs}
+    assert protocol == {(3, "verifier", 0.4, 8, (1, 4, 8), 128, 256, False, (2, 3), 512, 1000)}
+
+
+def test_compare_methods_change_table_by_hand(tmp_path):
+    for seed, (first, last) in enumerate([(0.2, 0.3), (0.2, 0.4)]):
+        d = tmp_path / f"seed{seed}"
+        d.mkdir()
+        (d / "metrics.jsonl").write_text(
+            json.dumps({"step": 0, "eval/greedy_accuracy": first}) + "\n"
+            + json.dumps({"step": 5, "reward_mean": 0.5}) + "\n"
+            + json.dumps({"step": 9, "eval/greedy_accuracy": last}) + "\n")
+    table = compare_methods.change_table(
+        {"grpo": [str(tmp_path / "seed0"), str(tmp_path / "seed1")]},
+        ("eval/greedy_accuracy", "eval/pass@8"))
+    # Changes +0.1 and +0.2: mean +0.15, SE 0.05.
+    assert "| grpo | 2 | +0.150 ± 0.050 | n/a |" in table
+
+
+@pytest.mark.slow
+def test_compare_methods_smoke_runs_every_method(tiny_policy, tmp_path):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    results = compare_methods.main(["--smoke", f"--start={tiny_policy}", f"--out={out}",
+                                    f"--runs={runs}"])
+    assert list(results) == list(compare_methods.METHODS)
+    text = (out / "results.md").read_text()
+    assert "Change from the start" in text and "| lte_exgrpo seed 0 |" in text
+    assert "attempts@3" in text and "wall_minutes" in text and "Machine:" in text
+    summary = json.loads((out / "results.json").read_text())
+    assert set(summary["initial"]) == set(compare_methods.METHODS)
+    assert (out / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_ablate_smoke_runs_the_full_config_a_variant_and_a_switch(tiny_policy, tmp_path):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    results = ablate.main(["--config=r3l", "--variants=no_pivotal_credit",
+                           "--switch=alpha1:method.alpha=1.0", "--smoke",
+                           f"--start={tiny_policy}", f"--out={out}", f"--runs={runs}"])
+    assert list(results) == ["r3l", "r3l_no_pivotal_credit", "r3l_alpha1"]
+    with open(runs / "r3l_alpha1" / "seed0" / "config.json") as f:
+        assert json.load(f)["method"]["alpha"] == 1.0
+    with open(runs / "r3l_no_pivotal_credit" / "seed0" / "config.json") as f:
+        assert json.load(f)["method"]["pivotal_credit"] is False
+    assert "| r3l_alpha1 seed 0 |" in (out / "results.md").read_text()
