@@ -40,7 +40,8 @@ Variants (`--config=configs/r3l.py:<variant>`, combined with commas):
                        3-attempt verifier-feedback episodes: the format without R3L
     qwen25_math_1p5b   Qwen2.5-Math-1.5B on one GPU (lr 1e-6; 1024-token reports,
                        as its 4096-token context allows)
-    qwen3_4b           Qwen3-4B-Base on a TPU v5e/v6e pod slice (4096-token reports)
+    qwen3_4b           Qwen3-4B-Base on a TPU v5e/v6e pod slice (4096-token reports;
+                       128 rows a sampler call, half GRPO's: see apply_variant)
 """
 
 from configs import base, grpo
@@ -105,3 +106,8 @@ def apply_variant(c, arg: str) -> None:
     if "qwen3_4b" in parts:
         m.update(reflection_max_new_tokens=4096, max_reflection_prompt_len=16384)
         c.eval.max_problems = 0
+        # A round's call can hold a 16384-token reflection request next to an 8192-token
+        # budget: 24576 cache slots a row, 2.7 times GRPO's. 128 rows a call keep the
+        # cache at 6.75 GiB a v5e chip (256 would take 13.5 of its 16 GiB and leave
+        # 1.3 for the update); `python -m rl_reason.plan` prints the sum.
+        c.rollout.max_sample_batch = 128

@@ -6,11 +6,15 @@
 Builds the config's mesh as a jax.sharding.AbstractMesh over `devices` chips, places
 the abstract parameters and AdamW state with the project's partition rules, and
 prints what each chip holds: parameters, gradients, optimizer moments, the frozen
-reference (when KL is on) and the sampler's KV cache for one call of
-`rollout.max_sample_batch` rows. Activations of the update are not counted (they
-depend on remat and the minibatch size); the headroom left for them is printed.
-Host memory that a method's state may reach (ExGRPO's replay buffer) is printed
-apart, with the assumption behind its estimate. Nothing is allocated, so a 70B plan
+reference (when the method's own loss settings have a KL term: `needs_reference`)
+and the sampler's KV cache for the method's largest sampler call
+(`Method.sampler_shape`: rows up to `rollout.max_sample_batch`, and the contexts
+its requests carry, e.g. earlier attempts and feedback turns, hints, failure
+prefixes, reflection requests; bucketed as the sampler buckets them). Each of the
+method's extras is printed with the assumption behind it. Activations of the update
+are not counted (they depend on remat and the minibatch size); the headroom left for
+them is printed. Host memory that a method's state may reach (ExGRPO's replay
+buffer) is printed apart, with the assumption behind its estimate. Nothing is allocated, so a 70B plan
 runs on a laptop. Exit status: 0 when the plan fits, 1 when it does not, 2 for a user
 error such as a mesh that does not match the device count (one line `error: ...`,
 rl_reason/errors.py).
@@ -25,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import AbstractMesh, AxisType
 
-from rl_reason import sharding, train_step
+from rl_reason import sampling, sharding, train_step
 from rl_reason.config_check import ConfigError
 from rl_reason.errors import exit_on_user_error
 from rl_reason.models.config import ModelConfig
@@ -39,6 +43,11 @@ class Plan:
     bytes_per_device: dict[str, float]   # parameters, gradients, optimizer, reference, kv_cache
     replicated_params: list[str]         # parameters no mesh axis could split
     hbm_bytes: float
+    # Why an entry of bytes_per_device has its size, where the method decides it.
+    assumptions: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The KV cache's shape: rows and slots of the method's largest sampler call.
+    sampler_rows: int = 0
+    sampler_slots: int = 0
     # Host memory per process of the method's state (not on the chips), with the
     # assumption behind each estimate.
     host_bytes: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -55,7 +64,8 @@ class Plan:
     def table(self) -> str:
         lines = [f"mesh {self.mesh_shape} ({math.prod(self.mesh_shape.values())} chips)"]
         for name, b in self.bytes_per_device.items():
-            lines.append(f"  {name:<12} {b / GIB:8.2f} GiB per chip")
+            why = f" ({self.assumptions[name]})" if name in self.assumptions else ""
+            lines.append(f"  {name:<12} {b / GIB:8.2f} GiB per chip{why}")
         lines.append(f"  {'total':<12} {self.total / GIB:8.2f} GiB of {self.hbm_bytes / GIB:.0f} "
                      f"GiB ({'fits' if self.fits else 'DOES NOT FIT'}; "
                      f"{(self.hbm_bytes - self.total) / GIB:.2f} GiB left for activations)")
@@ -96,16 +106,25 @@ def plan(config, model_config: ModelConfig, num_devices: int, hbm_gib: float) ->
     opt_abstract = jax.eval_shape(optimizer.init, abstract)
     state_sh = train_step.state_shardings(params_sh, optimizer, abstract, mesh)
 
+    from rl_reason.methods import make_method
+
+    # Built without a tokenizer: only its settings are read.
+    method = make_method(config.method_name, config, None)
     params = _per_device_bytes(abstract, params_sh)
     sizes = {"parameters": params, "gradients": params,
              "optimizer": _per_device_bytes(opt_abstract, state_sh.opt_state)}
-    if config.loss.kl_coef > 0:
+    assumptions = {}
+    if method.needs_reference():
         sizes["reference"] = params
-    rows = config.rollout.max_sample_batch or (config.rollout.prompts_per_step
-                                               * config.rollout.group_size)
-    # Rows are padded to the data-parallel size, slots to the sampler's buckets.
-    rows = -(-rows // sharding.data_parallel_size(mesh)) * sharding.data_parallel_size(mesh)
-    slots = config.rollout.max_prompt_len + config.rollout.max_new_tokens
+        assumptions["reference"] = (f"{config.method_name}'s loss has kl_coef="
+                                    f"{method.loss_config().kl_coef:g}")
+    call = method.sampler_shape(config)
+    # As the sampler pads them: rows to a bucket and the data-parallel size, the
+    # longest context and the largest budget each to a bucket (sampling.generate).
+    dp = sharding.data_parallel_size(mesh)
+    rows = -(-sampling.bucket(call.rows, minimum=1) // dp) * dp
+    slots = sampling.bucket(call.context, minimum=16) + sampling.bucket(call.new_tokens)
+    assumptions["kv_cache"] = f"{rows} rows x {slots} slots: {call.assumption}"
     cache_sh = sharding.cache_sharding(model_config, rows, slots, mesh)
     cache = jax.ShapeDtypeStruct(
         (rows, model_config.num_kv_heads, model_config.head_dim, slots),
@@ -124,9 +143,9 @@ def plan(config, model_config: ModelConfig, num_devices: int, hbm_gib: float) ->
             if sharding.LOGICAL_TO_MESH[name] is not None and spec is None:
                 key = "/".join(str(getattr(k, "key", k)) for k in path)
                 replicated.append(f"{key}[{dim}]={shape.shape[dim]} ({name})")
-    from rl_reason.methods import METHODS
-    host = METHODS[config.method_name].host_memory(config)
-    return Plan(dict(mesh.shape), sizes, replicated, hbm_gib * GIB,
+    host = method.host_memory(config)
+    return Plan(dict(mesh.shape), sizes, replicated, hbm_gib * GIB, assumptions,
+                sampler_rows=rows, sampler_slots=slots,
                 host_bytes={k: float(b) for k, (b, _) in host.items()},
                 host_assumptions={k: why for k, (_, why) in host.items()})
 

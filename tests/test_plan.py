@@ -1,10 +1,75 @@
 """The pod layouts written in the real-run configs, checked on abstract shapes."""
 
+import importlib
+
 import pytest
 
 from configs import grpo
 from rl_reason import plan
+from rl_reason.methods import METHODS, GRPO
 from rl_reason.models import get_preset
+from rl_reason.rl.losses import LossConfig
+
+METHOD_CONFIGS = ("grpo", "exgrpo", "lte", "lte_exgrpo", "multi_attempt", "r3l",
+                  "failure_prefix")
+# Each real-model variant's target: (preset, chips, GiB a chip).
+TARGETS = {"qwen25_math_1p5b": ("qwen2.5-math-1.5b", 1, 80),   # one 80 GB GPU
+           "qwen3_4b": ("qwen3-4b-base", 64, 16)}              # a v5e-64 slice
+# Methods whose sampler calls hold more than a plain prompt and one budget.
+LONGER_CALLS = ("lte", "lte_exgrpo", "multi_attempt", "r3l", "failure_prefix")
+
+
+def target_plan(name, variant):
+    preset, chips, hbm = TARGETS[variant]
+    config = importlib.import_module(f"configs.{name}").get_config(variant)
+    return plan.plan(config, get_preset(preset), num_devices=chips, hbm_gib=hbm)
+
+
+@pytest.mark.parametrize("variant", sorted(TARGETS))
+@pytest.mark.parametrize("name", METHOD_CONFIGS)
+def test_every_method_config_fits_its_target_with_its_extras(name, variant):
+    p = target_plan(name, variant)
+    assert p.fits, p.table()
+    baseline = target_plan("grpo", variant)
+    if name in LONGER_CALLS:
+        assert p.sampler_slots > baseline.sampler_slots, p.table()
+    else:
+        assert p.sampler_slots == baseline.sampler_slots
+    # R3L's own loss has a KL term (k2, loss.kl_coef 0.001): the reference is kept.
+    assert ("reference" in p.bytes_per_device) == (name == "r3l")
+    assert "slots:" in p.table()
+
+
+def test_multi_attempt_call_holds_the_earlier_attempts_and_a_full_budget():
+    c = importlib.import_module("configs.multi_attempt").get_config("qwen3_4b")
+    call = METHODS["multi_attempt"].sampler_shape(c)
+    r = c.rollout
+    assert call.context > r.max_prompt_len + r.max_new_tokens
+    assert call.new_tokens == r.max_new_tokens
+    assert call.rows == r.max_sample_batch
+
+
+def test_r3l_call_holds_a_reflection_request():
+    c = importlib.import_module("configs.r3l").get_config("qwen3_4b")
+    call = METHODS["r3l"].sampler_shape(c)
+    assert call.context >= c.method.max_reflection_prompt_len
+    assert call.new_tokens == max(c.rollout.max_new_tokens, c.method.reflection_max_new_tokens)
+
+
+class _KLInItsLoss(GRPO):
+    """A method whose own loss adds a KL term that config.loss does not have."""
+
+    def loss_config(self):
+        return LossConfig(kl_coef=0.05)
+
+
+def test_reference_follows_the_methods_loss_not_config_loss(monkeypatch):
+    monkeypatch.setitem(METHODS, "grpo", _KLInItsLoss)
+    c = grpo.get_config("qwen3_4b")
+    assert c.loss.kl_coef == 0
+    p = plan.plan(c, get_preset("qwen3-4b-base"), num_devices=64, hbm_gib=16)
+    assert p.bytes_per_device["reference"] == p.bytes_per_device["parameters"]
+    assert "kl_coef=0.05" in p.table()
 
 
 def test_qwen3_4b_config_fits_a_v5e_64_pod():

@@ -1,9 +1,12 @@
 """The TPU pod scripts, dry-run: they build the gcloud commands a user would run."""
 
+import importlib
 import os
 import subprocess
 
 import pytest
+
+from rl_reason import plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,6 +34,30 @@ def test_launch_passes_the_training_flags_to_every_worker():
     out = dry_run("launch.sh", "--config=configs/grpo.py:qwen3_4b", "--workdir=/mnt/runs/a").stdout
     assert "--worker=all" in out and "rl_reason.main" in out
     assert "configs/grpo.py:qwen3_4b" in out and "/mnt/runs/a" in out
+
+
+METHOD_CONFIGS = ("grpo", "exgrpo", "lte", "lte_exgrpo", "multi_attempt", "r3l",
+                  "failure_prefix")
+
+
+@pytest.mark.parametrize("name", METHOD_CONFIGS)
+def test_launch_starts_each_method_on_the_default_slice(name):
+    config = f"configs/{name}.py:qwen3_4b"
+    result = dry_run("launch.sh", f"--config={config}",
+                     "--config.model.checkpoint=/mnt/ckpt/Qwen3-4B-Base", f"--workdir=/mnt/runs/{name}")
+    assert result.returncode == 0, result.stderr
+    assert "--worker=all" in result.stdout and "rl_reason.main" in result.stdout
+    assert config in result.stdout and f"/mnt/runs/{name}" in result.stdout
+    # The variant's mesh covers the default slice (v5litepod-64: 64 chips).
+    variant = importlib.import_module(f"configs.{name}").get_config("qwen3_4b")
+    assert dict(plan.abstract_mesh(variant, 64).shape) == {"data": 1, "fsdp": 16, "tensor": 4}
+
+
+def test_launch_refuses_a_config_the_checkout_lacks():
+    result = dry_run("launch.sh", "--config=configs/nope.py:qwen3_4b")
+    assert result.returncode == 2 and "no config file" in result.stderr
+    assert "configs/nope.py" in result.stderr
+    assert "gcloud" not in result.stdout
 
 
 def test_launch_without_arguments_prints_usage():

@@ -12,6 +12,19 @@ if [[ $# -eq 0 ]]; then
     echo "usage: tpu_setup/launch.sh --config=configs/<method>.py[:variant] [flags...]" >&2
     exit 2
 fi
+# A config the checkout does not have would start every worker only to fail there.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+for arg in "$@"; do
+    if [[ "$arg" == --config=* ]]; then
+        file=${arg#--config=}
+        file=${file%%:*}
+        if [[ "$file" != /* ]]; then file="$ROOT/$file"; fi
+        if [[ ! -f "$file" ]]; then
+            echo "launch.sh: no config file $file" >&2
+            exit 2
+        fi
+    fi
+done
 ARGS=$(printf '%q ' "$@")
 on_all_workers "cd $REPO_DIR && . .venv/bin/activate \
     && nohup python -m rl_reason.main $ARGS > launch.log 2>&1 &"

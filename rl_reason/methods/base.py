@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from rl_reason.data.record import Record
+from rl_reason.methods.sampler_shape import SamplerShape, default_shape
 from rl_reason.rl.losses import LossConfig
 
 # The tag of the step's fresh on-policy samples: the headline rollout metrics
@@ -227,6 +228,14 @@ class Method:
         """Host memory the method's state may reach in a run of `config`, per process:
         name -> (bytes, the assumption behind the estimate). Printed by rl_reason.plan."""
         return {}
+
+    @classmethod
+    def sampler_shape(cls, config) -> SamplerShape:
+        """The largest sampler call a run of `config` makes (methods/sampler_shape.py):
+        rl_reason.plan sizes the KV cache by it. Methods whose requests carry more
+        context than a plain prompt (hints, earlier attempts, prefixes, reflections)
+        override it."""
+        return default_shape(config)
 
 
 def loss_config_from(config, **overrides) -> LossConfig:

@@ -35,6 +35,7 @@ from rl_reason.methods.base import FRESH, Method, Request, Sample, StepContext, 
 from rl_reason.methods.experience import (BYTES_PER_TOKEN, QUESTION_SELECTIONS,
                                           TRAJECTORY_SELECTIONS, ExperienceBuffer, Trajectory,
                                           pick_trajectory, select_questions, text_key)
+from rl_reason.methods.sampler_shape import SamplerShape, default_shape
 
 REPLAY = "replay"   # tag of a replay group's fresh samples (and of its stored trajectory)
 PREFIX = "exgrpo/"
@@ -254,6 +255,14 @@ class ExGRPO(Method):
         self.mixing = bool(state["mixing"])
         self.retired = int(state["retired"])
         self.buffer = ExperienceBuffer.from_state(state["buffer"])
+
+    @classmethod
+    def sampler_shape(cls, config) -> SamplerShape:
+        """A plain prompt's calls: replayed trajectories are scored and trained, never
+        sampled (a replay group samples G - 1 on the plain prompt)."""
+        shape = default_shape(config)
+        return dataclasses.replace(shape, assumption=shape.assumption
+                                   + "; replayed trajectories are not sampled")
 
     @classmethod
     def host_memory(cls, config) -> dict[str, tuple[float, str]]:

@@ -43,6 +43,7 @@ from rl_reason.data.record import Record
 from rl_reason.methods import common
 from rl_reason.methods import failure_prefix_mining as mining
 from rl_reason.methods.base import FRESH, Method, Request, Sample, StepContext
+from rl_reason.methods.sampler_shape import SamplerShape, rows_per_call
 
 PASS_RATE, MINING, PROBE = "pass_rate", "mining", "probe"
 METRIC = "failure_prefix/"
@@ -74,6 +75,24 @@ class FailurePrefix(Method):
         self.minings = 0             # mining rounds so far (the first, then refreshes)
         self.mined_at = -1           # the step of the last round
         self.history: list[tuple[int, float]] = []   # (eval step, plateau_metric)
+
+    @classmethod
+    def sampler_shape(cls, config) -> SamplerShape:
+        """Training and probe calls continue prefixes of wrong plain responses (at most
+        rollout.max_new_tokens long) cut at up to the largest cut fraction, next to
+        rows with a short prefix and nearly the whole budget; a mining round's
+        pass-rate and mining calls ask for more rows than a step."""
+        s = mining.FailurePrefixSettings.from_config(config)
+        r = config.rollout
+        prefix = mining.cut_length(r.max_new_tokens, max(s.cut_fractions))
+        rows = max(r.prompts_per_step * r.group_size, s.pool_size * s.pass_samples,
+                   s.pool_size * s.mining_samples,
+                   s.pool_size * s.max_failures * len(s.cut_fractions) * s.probe_samples)
+        return SamplerShape(
+            rows_per_call(config, rows), r.max_prompt_len + prefix, r.max_new_tokens,
+            f"prompt <= {r.max_prompt_len} + failure prefix <= {prefix} "
+            f"(cut at {max(s.cut_fractions):g} of {r.max_new_tokens}), next to a row with "
+            f"{r.max_new_tokens} new; mining calls up to {rows} rows")
 
     # ------------------------------------------------------------------ requests
     def prompt(self, record: Record) -> list[int]:

@@ -24,6 +24,8 @@ import numpy as np
 from rl_reason.data import templates
 from rl_reason.methods import common
 from rl_reason.methods.base import FRESH, Request, Sample, StepContext
+from rl_reason.methods.sampler_shape import (ANSWER_TOKENS, SamplerShape, default_shape,
+                                             tokens_at_most)
 
 # The extra samples' tags: LTE's hinted retries, and the control's plain ones. Their
 # group is the original group's, so they count in its advantage statistics, but the
@@ -75,6 +77,29 @@ class HintSettings:
         """The hint keys of a `config.method` block (other keys are left to `owner`)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: block[k] for k in block.keys() if k in names})
+
+
+def sampler_shape(config, settings: HintSettings) -> SamplerShape:
+    """The hinted round's calls: G more samples for each none-pass group (at most the
+    step's B x G, as the fresh round), on the plain prompt plus the concise
+    instruction and a hint listing up to G distinct wrong answers. The control's extra
+    samples are on the plain prompt."""
+    shape = default_shape(config)
+    if not settings.hinted:
+        return shape
+    G = config.rollout.group_size
+    listed = (tokens_at_most(templates.wrong_answers_hint(["x"])) - 1
+              + G * ANSWER_TOKENS + (G - 1) * tokens_at_most(", "))
+    hint = 1 + max(listed, tokens_at_most(templates.NO_ANSWER_HINT))
+    if settings.concise:
+        hint += 1 + tokens_at_most(templates.CONCISE_INSTRUCTION)
+    return dataclasses.replace(
+        shape, context=shape.context + hint,
+        assumption=f"hinted prompts: plain prompt <= {config.rollout.max_prompt_len} + "
+                   f"hint <= {hint} (up to G={G} wrong answers <= {ANSWER_TOKENS} tokens "
+                   f"each{', concise instruction' if settings.concise else ''}), "
+                   f"{config.rollout.max_new_tokens} new")
+
 
 def choose_prompt(failed: Sequence[Sample], concise: bool = True) -> tuple[str, list[str]]:
     """The prompt kind for a none-pass group and the wrong answers its hint lists.

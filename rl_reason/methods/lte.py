@@ -57,6 +57,11 @@ class LTE(Method):
         super().__init__(config, tokenizer)
         self.settings = LTESettings.from_config(config)
 
+    @classmethod
+    def sampler_shape(cls, config):
+        """The hinted round's prompts are the longest (methods/hints.py)."""
+        return hints.sampler_shape(config, LTESettings.from_config(config))
+
     def prepare(self, ctx: StepContext) -> list[Request]:
         r = self.config.rollout
         return [common.plain_request(self.tokenizer, record, r.group_size)

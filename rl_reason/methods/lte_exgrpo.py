@@ -62,6 +62,12 @@ class LTEExGRPO(ExGRPO):
         super().__init__(config, tokenizer)
         self.hint_settings = LTEExGRPOSettings.from_config(config).hints
 
+    @classmethod
+    def sampler_shape(cls, config):
+        """LTE's hinted round (methods/hints.py); replayed trajectories are never
+        sampled, and the buffer's host memory is ExGRPO's."""
+        return hints.sampler_shape(config, LTEExGRPOSettings.from_config(config).hints)
+
     def follow_up(self, samples, ctx: StepContext):
         if any(s.request.tag == self.hint_settings.tag for s in samples):
             return []

@@ -39,6 +39,8 @@ from rl_reason.data import templates
 from rl_reason.methods import common, episodes as episodes_lib
 from rl_reason.methods.base import FRESH, Method, Outcome, Sample, StepContext
 from rl_reason.methods.episodes import Episode
+from rl_reason.methods.sampler_shape import (CHAT_TURN_TOKENS, SamplerShape, rows_per_call,
+                                             tokens_at_most)
 
 BUDGET_PER = ("question", "episode")
 REWARD_RULES = ("sticky", "last_attempt")
@@ -110,6 +112,28 @@ class MultiAttempt(Method):
         self.settings = MultiAttemptSettings.from_config(config)
         self.max_rollout_rounds = self.settings.max_attempts
         self.turns = episodes_lib.ChatTurns(tokenizer)
+
+    @classmethod
+    def sampler_shape(cls, config) -> SamplerShape:
+        """A round samples the next attempt of every live episode in one call: attempt N
+        of one episode (its system turn, N - 1 attempts using all but a token of the
+        budget, N - 1 feedback turns in context) can meet another episode's first
+        attempt with the whole budget still to sample."""
+        s = MultiAttemptSettings.from_config(config)
+        r = config.rollout
+        n = s.max_attempts
+        system = CHAT_TURN_TOKENS + max(tokens_at_most(templates.multi_attempt_system(k))
+                                        for k in range(s.min_attempts, n + 1))
+        feedback = CHAT_TURN_TOKENS + max(
+            [tokens_at_most(templates.attempt_feedback(k)) for k in range(1, n)], default=0)
+        earlier = r.max_new_tokens - 1 if n > 1 else 0
+        return SamplerShape(
+            rows_per_call(config, r.prompts_per_step * r.group_size),
+            r.max_prompt_len + system + (n - 1) * feedback + earlier, r.max_new_tokens,
+            f"attempt {n}: prompt <= {r.max_prompt_len} + system turn <= {system} + "
+            f"{n - 1} feedback turns <= {feedback} each + earlier attempts < "
+            f"{r.max_new_tokens}, next to a first attempt with {r.max_new_tokens} new "
+            f"({CHAT_TURN_TOKENS} template tokens a turn)")
 
     def draw_budget(self, rng: np.random.Generator, size: int) -> list[int]:
         s = self.settings

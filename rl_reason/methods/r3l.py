@@ -49,6 +49,8 @@ from rl_reason.methods.base import (FRESH, Method, Outcome, Request, Row, Sample
                                     loss_config_from)
 from rl_reason.methods.episodes import Episode
 from rl_reason.methods.r3l_trial import Trial
+from rl_reason.methods.sampler_shape import (ANSWER_TOKENS, CHAT_TURN_TOKENS, SamplerShape,
+                                             rows_per_call, tokens_at_most)
 from rl_reason.rl import advantages as adv_lib
 
 REFLECTION, RETRY = "reflection", "retry"
@@ -134,6 +136,43 @@ class R3L(Method):
         self.settings = R3LSettings.from_config(config)
         self.max_rollout_rounds = 2 * self.settings.max_attempts + 1
         self.turns = episodes_lib.ChatTurns(tokenizer)
+
+    @classmethod
+    def sampler_shape(cls, config) -> SamplerShape:
+        """A round mixes, one request per trial, base attempts, reflection requests and
+        guided retry attempts. A late attempt holds the earlier attempts (all but a
+        token of the budget), their feedback turns (each quoting a wrong answer) and,
+        in a retry, the report's lessons (its root cause and suggestion, at most the
+        report's tokens); a reflection request holds up to max_reflection_prompt_len.
+        Either can meet a first attempt with the whole budget, or a reflection's."""
+        s = R3LSettings.from_config(config)
+        r = config.rollout
+        n = s.max_attempts
+        feedback = CHAT_TURN_TOKENS + max(
+            tokens_at_most(templates.verifier_feedback(None)),
+            tokens_at_most(templates.verifier_feedback("x")) - 1 + ANSWER_TOKENS)
+        guidance = 0
+        if s.reflect_retry:
+            empty = templates.ReflectionReport("", "", "", "", 0)
+            # Each field re-encoded apart may take a token more at either end.
+            guidance = (tokens_at_most("\n\n" + templates.guidance_text(empty))
+                        + s.reflection_max_new_tokens + 4)
+        attempt = (r.max_prompt_len + guidance + (n - 1) * feedback
+                   + (r.max_new_tokens - 1 if n > 1 else 0))
+        rows = int(r.prompts_per_step * r.group_size * s.base_episodes_share)
+        why = (f"attempt {n}: prompt <= {r.max_prompt_len} + {n - 1} feedback turns <= "
+               f"{feedback} each (an answer <= {ANSWER_TOKENS} tokens, {CHAT_TURN_TOKENS} "
+               f"template tokens a turn) + earlier attempts < {r.max_new_tokens}")
+        if not s.reflect_retry:
+            return SamplerShape(rows_per_call(config, rows), attempt, r.max_new_tokens,
+                                why + f", next to a first attempt with {r.max_new_tokens} new")
+        return SamplerShape(
+            rows_per_call(config, rows), max(attempt, s.max_reflection_prompt_len),
+            max(r.max_new_tokens, s.reflection_max_new_tokens),
+            why + f" + guidance <= {guidance}; reflection requests <= "
+            f"max_reflection_prompt_len={s.max_reflection_prompt_len}; budgets "
+            f"{r.max_new_tokens} (attempts) and {s.reflection_max_new_tokens} (reports) "
+            f"in one call")
 
     # ------------------------------------------------------------------ rounds
     def prepare(self, ctx: StepContext) -> list[Request]:
