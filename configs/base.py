@@ -159,7 +159,7 @@ def embedded_cpu_settings(c: ml_collections.ConfigDict) -> None:
     c.verifier.name = "exact_int"
     c.rollout.update(prompts_per_step=16, group_size=8, max_prompt_len=128,
                      max_new_tokens=64)
-    # The levels where the base policy is sometimes right (README): many groups are
+    # The levels where the base policy is sometimes right (README, "The embedded task"): many groups are
     # mixed, so many samples carry a learning signal. Training and held-out records are
     # distinct problems, half of each level; level 2 has about 540 distinct held-out
     # problems in all, so 512 (256 a level) is near the most this split can hold.

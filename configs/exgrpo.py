@@ -6,14 +6,14 @@ Expect: on-policy steps until a step's fresh accuracy exceeds method.mixing_thre
 (0.15 here, see below), then mixing for good: half of each batch (rho 0.5) replays a
 stored success next to G - 1 fresh samples; `exgrpo/*` metrics (buffer size, buckets,
 retired, replay share, w) in metrics.jsonl; held-out accuracy before and after
-(measured figures: README, "ExGRPO").
+(measured figures: docs/measurements.md, "ExGRPO default").
 
 The embedded default trains on GRPO's task (levels 2-3 of the embedded task) and
 switches mixing on at a fresh accuracy of 0.15, not the paper's 0.35. At 64 new
 tokens the base policy's fresh accuracy averaged 0.11 over the first 10 steps (many
-answers unboxed) and GRPO's averages about 0.3 late in its 40 steps (README), so with
+answers unboxed) and GRPO's averages about 0.3 late in its 40 steps (docs/measurements.md), so with
 0.35 the default would run GRPO for most of its steps; with 0.2 mixing started after
-step 11 in one run, with 0.15 after step 2 (README, "ExGRPO"). The real-model
+step 11 in one run, with 0.15 after step 2 (docs/measurements.md, "ExGRPO default"). The real-model
 variants use 0.35.
 
 Variants (`--config=configs/exgrpo.py:<variant>`, combined with commas):

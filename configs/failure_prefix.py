@@ -14,7 +14,7 @@ misleading prefix of the policy's own wrong response to a held-out problem.
 Expect: failure_prefix/* metrics at the mining steps (saturated problems, failures,
 chosen cuts and their accuracies), rollout/{pass_rate,mining,probe}/* next to the
 headline (prefix-conditioned) rollout metrics, and eval/misleading_prefix_accuracy
-next to eval/misleading_prefix_plain_accuracy before and after (measured: README).
+next to eval/misleading_prefix_plain_accuracy before and after (measured: docs/measurements.md, "Failure-prefix default").
 
 Variants (`--config=configs/failure_prefix.py:<variant>`, combined with commas):
     tiny              a few steps for tests; every pool problem counts as saturated

@@ -3,7 +3,7 @@
 Run (embedded task on CPU: base-policy warm-start on first use, then RL):
     python -m rl_reason.main --config=configs/grpo.py
 Expect: held-out accuracy printed before and after training (measured figures: README,
-Quickstart).
+"Quickstart"; docs/measurements.md, "Embedded GRPO default").
 
 Variants (`--config=configs/grpo.py:<variant>`):
     tiny              a few steps, for tests and smoke runs

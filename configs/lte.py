@@ -6,7 +6,7 @@ Expect: the GRPO default's run (40 steps of 16 prompts x 8 samples on levels 2-3
 each step, 8 hinted samples for every group with no correct response, so more
 generated tokens per step (`lte/extra_generated_tokens`); the held-out report before
 and after, and `lte/none_pass_fraction`, `lte/extra_success_rate`, `lte/replaced` and
-`lte/hinted_w_mean` per step in metrics.jsonl. Measured figures: README, "LTE".
+`lte/hinted_w_mean` per step in metrics.jsonl. Measured figures: README, "Results".
 
 Variants (`--config=configs/lte.py:<variant>`, combined with commas):
     lte_entropy          LTE plus an entropy bonus (the paper's entropy row)

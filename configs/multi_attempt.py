@@ -6,7 +6,7 @@ Run (embedded task on CPU: base-policy warm-start on first use, then RL):
 Expect: held-out greedy accuracy and attempts@1..5 (greedy, "incorrect, k attempts
 left" feedback, one token budget per episode) printed before and after training;
 per-step `multi_attempt/*` metrics (attempts per episode, accuracy by attempt index,
-episodes by reward outcome, answer-repeat rate). Measured figures: README.
+episodes by reward outcome, answer-repeat rate). Measured figures: docs/measurements.md, "Multi-attempt default".
 
 rollout.max_new_tokens is the budget of generated tokens for a whole episode, shared
 by its attempts (feedback turns are not charged); eval.max_new_tokens (0: the same)
@@ -49,7 +49,7 @@ def get_config(arg: str = ""):
     # to five attempts fit in 128. An episode costs up to five sampler calls and rows
     # twice as long as GRPO's, and evaluating 5 attempts costs about five greedy passes:
     # half GRPO's batch, fewer steps and 100 held-out problems keep the embedded run
-    # within minutes (measured: README). experiments/multi_attempt_vs_grpo.py evaluates
+    # within minutes (measured: docs/measurements.md). experiments/multi_attempt_vs_grpo.py evaluates
     # all of them.
     c.rollout.update(prompts_per_step=8, group_size=8, max_new_tokens=128)
     c.train.update(num_steps=24, eval_every=0)

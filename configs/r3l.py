@@ -10,7 +10,7 @@ with "Incorrect. Your answer X does not match." feedback at temperature 0.4, one
 budget per episode, never any guidance) printed before and after training; per-step
 `r3l/*` metrics (reports valid / invalid / success-skipped, retry success, retry beats
 base, the retry_from_step spread, the share of attempt tokens pivotal credit masks).
-Measured figures: README.
+Measured figures: README, "Methods".
 
 rollout.max_new_tokens is the budget of generated tokens for a whole episode, shared
 by its attempts (feedback turns are not charged); a retry has what its base episode

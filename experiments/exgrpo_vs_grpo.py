@@ -17,7 +17,7 @@ The claim under test: at equal rollout budget ExGRPO ends with higher held-out
 accuracy than on-policy GRPO, training is at least as stable, and dropping the shaping
 hurts. Reported: held-out greedy accuracy, avg@k and pass@k (mean and standard error
 over seeds), curves of training reward, entropy and the buffer against generated
-tokens; results in experiments/results/exgrpo_vs_grpo/ (README, "ExGRPO").
+tokens; results in experiments/results/exgrpo_vs_grpo/ (README, "Results").
 """
 
 from __future__ import annotations

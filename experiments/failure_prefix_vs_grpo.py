@@ -25,7 +25,7 @@ so the start policy saturates the set more than the base policy does.
 Outputs (experiments/results/failure_prefix_vs_grpo/): results.md (final held-out
 metrics, mean ± standard error over seeds, then a table of the training signal:
 zero-advantage share of the training groups, steps, refreshes), results.json and
-curves.png. Not part of CI beyond --smoke; the results go in the README.
+curves.png. Not part of CI beyond --smoke; the README's "Results" shows them.
 """
 
 from __future__ import annotations

@@ -59,14 +59,14 @@ class Settings:
     """Everything that decides the base policy (its cache name carries VERSION)."""
 
     seed: int = 0
-    # 2 layers learn to copy operands sooner than 4 in the same time (README).
+    # 2 layers learn to copy operands sooner than 4 in the same time (docs/measurements.md, "Base policy history").
     # 900 steps: the data spreads over ten prompt kinds, and fewer steps left the plain
     # prompt's working too weak for RL to find rewards at levels 2-3.
     steps: int = 900
     hidden: int = 128
     layers: int = 2
     # 4 heads of 32, not 2 of 64: most wrong answers were operands mis-copied from the
-    # question, and more heads copy better (README).
+    # question, and more heads copy better (docs/measurements.md, "Base policy history").
     head_dim: int = 32
     # Steps of 8 rows of 256 tokens; conversations longer than a row (reflections on
     # 3-attempt episodes) go to steps of 4 rows of 512 (data/packing.py).
@@ -87,7 +87,7 @@ class Settings:
     max_new_tokens: int = 64
     # Warm-start problems by level (1..8): mostly easy ones, so that in minutes the model
     # masters the easy end; the hard end stays unsolved and RL works in between (flatter
-    # weights left the easy end unlearnt, README).
+    # weights left the easy end unlearnt, docs/measurements.md).
     level_weights: tuple = (20, 10, 5, 3, 2, 1, 1, 1)
     # Share of multi-step responses in every prompt kind that end without the boxed
     # answer (data/warm_start.py): the base policy must learn the format from reward.

@@ -45,7 +45,7 @@ row back.
 Decoding runs in up to DECODE_SEGMENTS segments, each a `lax.while_loop` whose
 attention reads only the cache slots filled by the segment's end: with one fixed-size
 cache every step would read all P + W slots, and at long lengths that read dominates
-a step (README, "Benchmarks"). Each segment compiles its own loop body, so short
+a step (docs/measurements.md, "Sampler against transformers"). Each segment compiles its own loop body, so short
 generations (W < 2 x MIN_SEGMENT) stay in one.
 
 Shape letters as in rl_reason/__init__.py; here N prompts, X the largest budget, W its

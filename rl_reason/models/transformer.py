@@ -21,7 +21,7 @@ array per layer, so a decode step writes its new token in place without moving t
 rest of the cache) passed in and returned. Both are heads-major and keys are stored
 transposed, so a decode step's scores (q . k over E) and output (p . v over S) each
 reduce over a non-minor axis: several times faster on CPU than the token-major
-[B, S, K, E] layout (benchmarks/decode_attention.py; figures in the README), and plain
+[B, S, K, E] layout (benchmarks/decode_attention.py; figures in docs/measurements.md), and plain
 matmuls without a transpose on accelerators. The cached path takes the layers stacked
 or already split by `unstack_layers` (the sampler splits them once, outside its
 loop). Callers say which slots each query may attend to with a boolean mask
@@ -161,7 +161,7 @@ def _dense(x, w, in_dims: int = 1):
     """x's last `in_dims` axes contracted with w's first ones, as one 2-D matmul over
     all B * T rows. For the 3-D einsum XLA's CPU backend wrote each weight gradient's
     operand transposed, element by element, before the matmul; the 2-D form needs no
-    transpose (README, "Benchmarks")."""
+    transpose (docs/measurements.md, "Sampler against transformers")."""
     lead, contracted = x.shape[:x.ndim - in_dims], x.shape[x.ndim - in_dims:]
     out = w.shape[in_dims:]
     x_ND = x.reshape(math.prod(lead), math.prod(contracted))
