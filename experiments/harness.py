@@ -302,10 +302,11 @@ def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
     if unknown or not chosen:
         raise SystemExit(f"unknown arms {sorted(unknown)}; arms are {[a.name for a in arms]}")
     start = resolve_start(args, start, args.smoke)
+    total = len(chosen) * len(args.seeds)
     results: dict[str, dict[int, dict[str, float]]] = {}
-    workdirs: dict[str, list[str]] = {}
-    for arm in chosen:
-        for seed in args.seeds:
+    # Seed-major: a sweep stopped part way has every arm at the same number of seeds.
+    for seed in args.seeds:
+        for arm in chosen:
             workdir = os.path.join(args.runs, arm.name, f"seed{seed}")
             print(f"=== {name}: {arm.name}, seed {seed} -> {workdir}", flush=True)
             config = build_config(arm, seed=seed, start=start, budget=args.budget,
@@ -315,12 +316,23 @@ def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
             metrics = final_metrics(workdir, report)
             metrics[MINUTES] = run_minutes(workdir)
             results.setdefault(arm.name, {})[seed] = metrics
-            workdirs.setdefault(arm.name, []).append(workdir)
+            # Written after every run, so a stopped sweep leaves the results so far.
+            ordered = {a.name: results[a.name] for a in chosen if a.name in results}
+            text = write_results(args, name, start, ordered, report, curves, total)
+    print(text)
+    print(f"Wrote {args.out}/results.md, results.json and curves.png", flush=True)
+    return {a.name: results[a.name] for a in chosen}
 
+
+def write_results(args, name: str, start: str, results: dict, report: Sequence[str],
+                  curves: Sequence[str], total: int) -> str:
+    """results.md, results.json and curves.png of the runs finished so far."""
+    done = sum(len(runs) for runs in results.values())
+    progress = "" if done == total else f" **Partial: {done} of {total} runs finished.**"
     os.makedirs(args.out, exist_ok=True)
     text = (f"# {name}\n\nStart: `{start}`; budget {args.budget} generated tokens per run"
             f"{' (smoke)' if args.smoke else ''}; seeds {args.seeds}. Mean ± standard error "
-            f"over seeds of the final held-out evaluation.\n\n"
+            f"over seeds of the final held-out evaluation.{progress}\n\n"
             + results_table(results, tuple(report) + (MINUTES,)) + "\n"
             + f"\nMachine: {machine()}; {MINUTES}: each run's wall-clock time, pauses "
             f"between a stop and its resume excluded.\n")
@@ -328,8 +340,10 @@ def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
         f.write(text)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"name": name, "start": start, "budget": args.budget, "seeds": args.seeds,
-                   "smoke": args.smoke, "machine": machine(), "results": results}, f, indent=2)
+                   "smoke": args.smoke, "machine": machine(), "finished_runs": done,
+                   "planned_runs": total, "results": results}, f, indent=2)
+    workdirs = {arm: [os.path.join(args.runs, arm, f"seed{seed}") for seed in runs]
+                for arm, runs in results.items()}
     plot_curves(workdirs, curves, os.path.join(args.out, "curves.png"))
-    print(text)
-    print(f"Wrote {args.out}/results.md, results.json and curves.png", flush=True)
-    return results
+    return text
+

@@ -303,3 +303,33 @@ def test_ablate_smoke_runs_the_full_config_a_variant_and_a_switch(tiny_policy, t
     with open(runs / "r3l_no_pivotal_credit" / "seed0" / "config.json") as f:
         assert json.load(f)["method"]["pivotal_credit"] is False
     assert "| r3l_alpha1 seed 0 |" in (out / "results.md").read_text()
+
+
+def test_a_stopped_sweep_leaves_partial_results_seed_major(tmp_path, monkeypatch):
+    from rl_reason import train
+    calls = []
+
+    def fake_run(config, workdir):
+        if len(calls) == 3:
+            raise KeyboardInterrupt       # the sweep is stopped during its fourth run
+        calls.append((os.path.basename(os.path.dirname(workdir)), config.seed))
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+            f.write(json.dumps({"step": 0, "wall_time": 0.0, "eval/greedy_accuracy": 0.1})
+                    + "\n" + json.dumps({"step": 2, "wall_time": 60.0,
+                                         "eval/greedy_accuracy": 0.2 + config.seed}) + "\n")
+
+    monkeypatch.setattr(train, "run", fake_run)
+    arms = [harness.Arm("a", "grpo"), harness.Arm("b", "grpo", variant="drgrpo")]
+    argv = ["--seeds=0,1", "--start=/nowhere", f"--out={tmp_path / 'out'}",
+            f"--runs={tmp_path / 'runs'}"]
+    with pytest.raises(KeyboardInterrupt):
+        harness.main(arms, argv, name="demo", report=("eval/greedy_accuracy",),
+                     curves=("eval/greedy_accuracy",), default_budget=100)
+    # Seed-major: both arms' seed 0 ran before any seed 1.
+    assert calls == [("a", 0), ("b", 0), ("a", 1)]
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "Partial: 3 of 4 runs finished." in text
+    assert "| a | 2 | 0.700 ± 0.500 |" in text and "| b | 1 | 0.200 ± 0.000 |" in text
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert (summary["finished_runs"], summary["planned_runs"]) == (3, 4)
