@@ -247,3 +247,20 @@ def test_sharded_update_with_shared_prefixes_equals_the_unshared(micro_batches):
     # Adam's moments hold the gradient: (1 - b1) g and (1 - b2) g^2.
     jax.tree.map(lambda a, b: np.testing.assert_allclose(
         a, b, rtol=2e-4, atol=1e-5 * np.abs(b).max()), opt_s, opt_u)
+
+
+def test_minibatches_of_a_shared_batch_carry_their_own_prefixes():
+    rows = make_rows(seed=7)
+    blocks = 2 * 4   # 2 minibatches x 4 blocks (shards x micro-batches) each
+    shared = batch_lib.collate_shared(rows, blocks=blocks, seq_bucket=4, pad_id=0,
+                                      rng=np.random.default_rng(0))
+    parts = batch_lib.split_blocks(shared, 2, blocks)
+    whole = sorted(w[0] for w in shared_rows_to_unshared(shared, blocks) if w is not None)
+    got = sorted(w[0] for part in parts for w in shared_rows_to_unshared(part, blocks // 2)
+                 if w is not None)
+    assert got == whole and len(whole) == sum(r.loss_mask.any() for r in rows)
+    for part in parts:
+        assert part["tokens"].shape[0] == shared["tokens"].shape[0] // 2
+        assert part["prefix_tokens"].shape[0] == shared["prefix_tokens"].shape[0] // 2
+    with pytest.raises(ValueError, match="do not split"):
+        batch_lib.split_blocks(shared, 3, blocks)
