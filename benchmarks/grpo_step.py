@@ -68,7 +68,8 @@ PEER_ENVS = {
             "import trl, torch; print(trl.__version__)", "1.16.0"),
 }
 PEER_WORKERS = {"tunix": "tunix_grpo.py", "trl": "trl_grpo.py"}
-LABELS = {"rl_reason": "rl_reason", "tunix": "tunix 0.1.7 GRPOLearner",
+LABELS = {"rl_reason": "rl_reason", "rl_reason_unshared": "rl_reason, share_prefixes=False",
+          "tunix": "tunix 0.1.7 GRPOLearner",
           "trl": "TRL 1.16.0 GRPOTrainer"}
 
 JOB_DEFAULTS = dict(group=8, new_tokens=32, temperature=1.0, learning_rate=1e-5,
@@ -154,7 +155,7 @@ def message_template(text: str):
 
 # ---------------------------------------------------------------- the rl_reason worker
 
-def rl_reason_worker(checkpoint: str, job_path: str) -> None:
+def rl_reason_worker(checkpoint: str, job_path: str, share_prefixes: bool = True) -> None:
     """rl_reason's trainer as a lock-step worker (see benchmarks/peers/protocol.py)."""
     import numpy as np
 
@@ -181,7 +182,8 @@ def rl_reason_worker(checkpoint: str, job_path: str) -> None:
                   aggregation="token-mean")
     c.optim.update(learning_rate=job["learning_rate"], warmup_steps=0, weight_decay=0.0,
                    grad_clip=job["grad_clip"], ppo_epochs=1, num_minibatches=1)
-    c.train.update(num_steps=10**6, checkpoint_every=10**6, export_hf=False)
+    c.train.update(num_steps=10**6, checkpoint_every=10**6, export_hf=False,
+                   share_prefixes=share_prefixes)
     c.eval.enabled = False
 
     trainer = train.Trainer(c, os.path.join(root, "run"))
@@ -192,9 +194,16 @@ def rl_reason_worker(checkpoint: str, job_path: str) -> None:
         fns = step_functions(loss_config)
 
         def update(state, batch):
+            # Shared prefixes: the prefix rows' shape, then the rows'; real tokens per
+            # row count each prefix once.
             valid = np.asarray(batch["valid"])
-            seen.update(update_shape=list(valid.shape),
-                        real_tokens_per_row=float(valid.sum()) / valid.shape[0])
+            real = float(valid.sum())
+            shape = [list(valid.shape)]
+            if "prefix_valid" in batch:
+                prefix_valid = np.asarray(batch["prefix_valid"])
+                real += float(prefix_valid.sum())
+                shape.insert(0, list(prefix_valid.shape))
+            seen.update(update_shape=shape, real_tokens_per_row=real / valid.shape[0])
             return fns.update(state, batch)
         return dataclasses.replace(fns, update=update)
 
@@ -314,7 +323,10 @@ def format_table(text: str, summary: dict[str, dict]) -> str:
     for name, row in summary.items():
         phases = dict(row["phases"])
         sampling, update = phases.pop("sampling", 0.0), phases.pop("update", 0.0)
-        shape = ", ".join(map(str, row["update_shape"] or ["-"]))
+        shapes = row["update_shape"] or [["-"]]
+        if not isinstance(shapes[0], list):
+            shapes = [shapes]
+        shape = "] + [".join(", ".join(map(str, x)) for x in shapes)
         real = row["real_tokens_per_row"]
         ratio = row["rl_reason_over_this"]
         lines.append(f"| {LABELS.get(name, name)} | {row['seconds']:.2f} | {sampling:.2f} | "
@@ -349,13 +361,16 @@ def main() -> None:
                              "~/.cache/rl_reason/peer_envs)")
     parser.add_argument("--warmup-steps", type=int, default=JOB_DEFAULTS["warmup_steps"])
     parser.add_argument("--json", default="")
+    parser.add_argument("--unshared", action="store_true",
+                        help="also run rl_reason with train.share_prefixes=False")
     # Internal: run one framework's worker in this process.
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", default="", help=argparse.SUPPRESS)
     parser.add_argument("--job", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker == "rl_reason":
-        rl_reason_worker(args.checkpoint, args.job)
+    if args.worker in ("rl_reason", "rl_reason_unshared"):
+        rl_reason_worker(args.checkpoint, args.job,
+                         share_prefixes=args.worker == "rl_reason")
         return
     JOB_DEFAULTS["warmup_steps"] = args.warmup_steps
     texts = [t for t in args.texts.split(",") if t]
@@ -367,6 +382,9 @@ def main() -> None:
     started = time.time()
     frameworks = {"rl_reason": [sys.executable, os.path.abspath(__file__), "--worker",
                                 "rl_reason"]}
+    if args.unshared:
+        frameworks["rl_reason_unshared"] = [sys.executable, os.path.abspath(__file__),
+                                            "--worker", "rl_reason_unshared"]
     for p in peers:
         frameworks[p] = [ensure_env(p, args.envs), os.path.join(PEERS_DIR, PEER_WORKERS[p])]
     workdir = tempfile.mkdtemp(prefix="grpo_step_")

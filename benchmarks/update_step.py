@@ -16,6 +16,12 @@ FLOPs are counted as benchmarks/train_step.py counts them: per token 6 * (matmul
 parameters, the tied unembedding included) + 12 * layers * heads * head_dim * length;
 recomputation (remat) is not counted.
 
+--shared G times, in the same rounds, the same rows as a shared-prefix batch
+(train.share_prefixes: rows/G groups of G rows, each group's prompt of length - 1 -
+32 tokens run once, rl/batch.py collate_shared) and prints its seconds and its ratio to
+the unshared update's; its FLOP/s counts the unshared batch's FLOPs (the work it
+replaces).
+
 --micro-batches M accumulates gradients over micro-batches of M rows (optim.micro_batches
 = rows / M); 0 (default): 64-row micro-batches for batches of more than 64 rows, so
 that [512, 128] fits in memory without remat, and none otherwise.
@@ -65,6 +71,22 @@ def grpo_batch(rows: int, length: int, response: int = 32, seed: int = 0) -> dic
                 behaviour_logp=np.zeros((rows, length), np.float32))
 
 
+def shared_batch(batch: dict, group: int, blocks: int, response: int = 32) -> dict:
+    """grpo_batch's rows with each group of `group` rows given its first row's prompt:
+    the shared-prefix layout (rl/batch.py collate_shared) of those rows."""
+    from rl_reason.methods.base import Row
+    from rl_reason.rl import batch as batch_lib
+    rows = []
+    for i in range(batch["tokens"].shape[0]):
+        real = int(batch["valid"][i].sum())
+        start = int(np.flatnonzero(batch["loss_mask"][i])[0])
+        prompt = batch["tokens"][i - i % group, :start]
+        tokens = list(prompt) + list(batch["tokens"][i, start:real])
+        rows.append(Row(tokens=tokens, loss_mask=batch["loss_mask"][i, :real],
+                        advantage=float(batch["advantages"][i, 0])))
+    return batch_lib.collate_shared(rows, blocks=blocks, seq_bucket=16, pad_id=0)
+
+
 def build_update(rows: int, micro_batches: int, remat: bool):
     """(update, state, batch maker) for the benchmark model on one device mesh."""
     mesh = sharding.make_mesh()
@@ -89,6 +111,8 @@ def main() -> None:
     parser.add_argument("--micro-batches", type=int, default=0,
                         help="rows per micro-batch (0: 64 when there are more rows)")
     parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--shared", type=int, default=0,
+                        help="also time the shared-prefix layout of groups of this many rows")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
 
@@ -103,15 +127,27 @@ def main() -> None:
         per_micro = args.micro_batches or (64 if rows > 64 else rows)
         micro_batches = max(rows // per_micro, 1)
         update, state = build_update(rows, micro_batches, args.remat)
-        batch = {k: jnp.asarray(v) for k, v in grpo_batch(rows, length).items()}
+        host = grpo_batch(rows, length)
+        batch = {k: jnp.asarray(v) for k, v in host.items()}
         state, metrics = update(state, batch)   # compiles
         jax.block_until_ready(metrics)
-        seconds, peaks = [], []
+        shared = None
+        if args.shared:
+            shared = {k: jnp.asarray(v) for k, v in
+                      shared_batch(host, args.shared, micro_batches).items()}
+            state, metrics = update(state, shared)   # compiles
+            jax.block_until_ready(metrics)
+        seconds, peaks, shared_seconds = [], [], []
         for _ in range(args.repeats):
             start = time.perf_counter()
             state, metrics = update(state, batch)
             jax.block_until_ready(metrics)
             seconds.append(time.perf_counter() - start)
+            if shared is not None:
+                start = time.perf_counter()
+                state, metrics = update(state, shared)
+                jax.block_until_ready(metrics)
+                shared_seconds.append(time.perf_counter() - start)
             peaks.append(matmul_peak_flops(repeats=3))
         flops = rows * length * update_flops_per_token(MODEL, length)
         s, peak = statistics.median(seconds), statistics.median(peaks)
@@ -121,6 +157,17 @@ def main() -> None:
         results.append(row)
         print(f"{shape:>10} {micro_batches:>6} {s:9.2f} {flops / s / 1e9:8.1f} "
               f"{peak / 1e9:13.1f} {flops / s / peak:9.0%}", flush=True)
+        if shared is not None:
+            s_shared = statistics.median(shared_seconds)
+            row.update(shared_group=args.shared, shared_seconds=s_shared,
+                       all_shared_seconds=shared_seconds,
+                       shared_shapes=dict(prefix=list(shared["prefix_tokens"].shape),
+                                          suffix=list(shared["tokens"].shape)))
+            print(f"{'shared':>10} {micro_batches:>6} {s_shared:9.2f} "
+                  f"{flops / s_shared / 1e9:8.1f} (prefix {list(shared['prefix_tokens'].shape)}, "
+                  f"suffix {list(shared['tokens'].shape)}; {s_shared / s:.2f}x the unshared "
+                  f"update; all {', '.join(f'{x:.2f}' for x in shared_seconds)} against "
+                  f"{', '.join(f'{x:.2f}' for x in seconds)} s)", flush=True)
         del state, batch
     print(f"load average {os.getloadavg()[0]:.2f}")
     if args.json:

@@ -119,6 +119,11 @@ def get_base_config() -> ml_collections.ConfigDict:
         checkpoint_fallback=True,
         export_hf=True,           # write workdir/hf (transformers format) at the end
         seq_bucket=64,            # training rows padded to a multiple of this length
+        # Run each distinct prompt of the update's batch once (a GRPO group's G rows
+        # share its keys and values; rl/batch.py collate_shared): the same loss and
+        # gradient with fewer tokens. False: every row runs whole (seq_bucket above).
+        share_prefixes=True,
+        shared_seq_bucket=16,     # prefixes and suffixes padded to a multiple of this
     ))
 
     c.eval = ml_collections.ConfigDict(dict(

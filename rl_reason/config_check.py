@@ -98,6 +98,7 @@ def check(c, num_devices: int | None = None) -> None:
     _require(t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1")
     _require(t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
     _require(t.seq_bucket >= 1, "train.seq_bucket must be >= 1")
+    _require(t.shared_seq_bucket >= 1, "train.shared_seq_bucket must be >= 1")
 
     e = c.eval
     _require(e.num_samples >= 1, "eval.num_samples must be >= 1")

@@ -319,11 +319,20 @@ class Trainer:
         fns = self._step_functions(self.method.loss_config())
         rows_sh = sharding.batch_sharding(self.mesh)
         with self.timer.phase("build_batch"):
-            batch = batch_lib.collate(rows, row_multiple=self.row_multiple,
-                                      seq_bucket=c.train.seq_bucket,
-                                      pad_id=self.engine.pad_id)
-            minibatches = batch_lib.split_minibatches(
-                batch, c.optim.num_minibatches, np.random.default_rng([c.seed, self.step]))
+            shuffle = np.random.default_rng([c.seed, self.step])
+            if c.train.share_prefixes:
+                # One block per minibatch, data shard and micro-batch (row_multiple).
+                batch = batch_lib.collate_shared(
+                    rows, blocks=self.row_multiple, seq_bucket=c.train.shared_seq_bucket,
+                    pad_id=self.engine.pad_id, rng=shuffle)
+                minibatches = batch_lib.split_blocks(batch, c.optim.num_minibatches,
+                                                     self.row_multiple)
+            else:
+                batch = batch_lib.collate(rows, row_multiple=self.row_multiple,
+                                          seq_bucket=c.train.seq_bucket,
+                                          pad_id=self.engine.pad_id)
+                minibatches = batch_lib.split_minibatches(batch, c.optim.num_minibatches,
+                                                          shuffle)
         with self.timer.phase("logprobs"):
             minibatches = [run_setup.to_device(mb, rows_sh) for mb in minibatches]
             # Behaviour and reference log-probs are taken before any update of this step.

@@ -18,6 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from rl_reason import sharding
 from rl_reason.models.config import ModelConfig
+from rl_reason.rl import batch as batch_lib
 from rl_reason.rl import logprobs as logprobs_lib
 from rl_reason.rl import losses
 
@@ -90,23 +91,34 @@ def build_step_functions(model_config: ModelConfig, loss_config: losses.LossConf
                          micro_batches: int = 1):
     """micro_batches: each update's rows are cut into this many micro-batches whose
     gradients are accumulated (one micro-batch's activations live at a time), weighted
-    so that the update is that of the whole batch (losses.aggregation_count)."""
+    so that the update is that of the whole batch (losses.aggregation_count).
+
+    Both functions take `collate`'s batches and shared-prefix ones (`collate_shared`,
+    told apart by their keys); a shared-prefix batch must hold one block per data
+    shard and micro-batch (blocks = data_parallel_size(mesh) * micro_batches), so that
+    each device's rows, and each micro-batch's, come with their own prefix rows."""
     if micro_batches < 1:
         raise ValueError(f"micro_batches={micro_batches} must be >= 1")
     rows = sharding.batch_sharding(mesh)
     chunk = logprob_chunk or None
+    shards = sharding.data_parallel_size(mesh)
 
-    def token_logp(params, batch, with_entropy):
+    def token_logp(params, batch, with_entropy, blocks):
+        if batch_lib.is_shared(batch):
+            keys = ("tokens", "valid", "prefix_tokens", "prefix_valid", "prefix_index")
+            return logprobs_lib.shared_prefix_logprobs(
+                params, model_config, {k: batch[k] for k in keys}, temperature=temperature,
+                chunk_size=chunk, with_entropy=with_entropy, remat=remat, blocks=blocks)
         return logprobs_lib.token_logprobs(
             params, model_config, batch["tokens"], batch["valid"], temperature=temperature,
             chunk_size=chunk, with_entropy=with_entropy, remat=remat)
 
     @functools.partial(jax.jit, out_shardings=rows)
     def logprobs_fn(params, batch):
-        return token_logp(params, batch, False)
+        return token_logp(params, batch, False, shards * micro_batches)
 
     def loss_fn(params, batch):
-        logp, entropy = token_logp(params, batch, True)
+        logp, entropy = token_logp(params, batch, True, shards)
         # Without a separate log-prob pass (one update per rollout batch) the behaviour
         # policy is the current one: rho == 1 in value, gradient unchanged.
         old = batch.get("old_logp")
@@ -123,11 +135,18 @@ def build_step_functions(model_config: ModelConfig, loss_config: losses.LossConf
         N = batch["tokens"].shape[0]
         if N % micro_batches:
             raise ValueError(f"{N} rows do not split into micro_batches={micro_batches}")
-        # Micro-batch i holds rows i, i + M, i + 2M, ...: each device's block of rows
-        # keeps an equal share of every micro-batch.
-        parts = jax.tree.map(
-            lambda x: jnp.swapaxes(x.reshape(N // micro_batches, micro_batches,
-                                             *x.shape[1:]), 0, 1), batch)
+        if batch_lib.is_shared(batch):
+            # Each device's rows (and prefix rows) are micro_batches blocks in a row;
+            # micro-batch i is block i of every device.
+            parts = jax.tree.map(
+                lambda x: jnp.swapaxes(x.reshape(shards, micro_batches, -1, *x.shape[1:]),
+                                       0, 1).reshape(micro_batches, -1, *x.shape[1:]), batch)
+        else:
+            # Micro-batch i holds rows i, i + M, i + 2M, ...: each device's block of
+            # rows keeps an equal share of every micro-batch.
+            parts = jax.tree.map(
+                lambda x: jnp.swapaxes(x.reshape(N // micro_batches, micro_batches,
+                                                 *x.shape[1:]), 0, 1), batch)
         count = functools.partial(losses.aggregation_count,
                                   aggregation=loss_config.aggregation)
         weight_M = jax.vmap(count)(parts["loss_mask"]) / count(batch["loss_mask"])

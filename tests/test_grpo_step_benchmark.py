@@ -41,6 +41,11 @@ def test_summary_takes_medians_and_ratios_to_rl_reason():
     assert table[3] == "| rl_reason | 2.20 | 1.10 | 1.00 | 0.10 | [64, 64] | 56.0 | 1.00 |"
     assert table[4] == ("| tunix 0.1.7 GRPOLearner | 4.40 | 1.50 | 2.90 | 0.10 | [64, 56] | "
                         "55.5 | 0.50 |")
+    # A shared-prefix update: prefix rows, then the rows.
+    summary["rl_reason"]["update_shape"] = [[8, 32], [64, 32]]
+    table = grpo_step.format_table("frame", summary).splitlines()
+    assert table[3] == ("| rl_reason | 2.20 | 1.10 | 1.00 | 0.10 | [8, 32] + [64, 32] | 56.0 | "
+                        "1.00 |")
 
 
 def test_protocol_lines_round_trip(capsys):
@@ -73,9 +78,11 @@ def test_rl_reason_worker_runs_trainer_steps_in_lock_step(tiny_policy, tmp_path,
     lines = [p for p in lines if p is not None]
     assert [kind for kind, _ in lines] == ["ready", "step"]
     step = lines[1][1]
-    # 2 prompts x 2 samples, rows bucketed to a multiple of the mesh's data axis.
-    assert step["update_shape"][0] >= 4
-    assert step["update_shape"][1] % 64 == 0
-    assert 0 < step["real_tokens_per_row"] <= step["update_shape"][1]
+    # 2 prompts x 2 samples, rows bucketed to a multiple of the mesh's data axis; the
+    # prompts run once each (train.share_prefixes): prefix rows, then the rows.
+    (prefix_rows, prefix_length), (rows, length) = step["update_shape"]
+    assert rows >= 4 and prefix_rows >= 2
+    assert prefix_length % 16 == 0 and length % 16 == 0
+    assert 0 < step["real_tokens_per_row"] <= prefix_length + length
     assert step["phases"]["sampling"] > 0 and step["phases"]["update"] > 0
     assert step["seconds"] >= sum(v for k, v in step["phases"].items() if k != "other") - 1e-6

@@ -112,6 +112,44 @@ def test_eight_devices_match_one(tiny_policy, tmp_path):
                  results[1][1], results[8][1])
 
 
+def test_shared_prefixes_train_as_the_whole_rows(tiny_policy, tmp_path, monkeypatch):
+    """train.share_prefixes runs each group's prompt once: the same losses, metrics and
+    parameters as the rows run whole, on 8 devices with 2 micro-batches."""
+    from rl_reason.rl import batch as batch_lib
+    layouts = []
+    real = batch_lib.collate_shared
+
+    def collate_shared(rows, **kwargs):
+        out = real(rows, **kwargs)
+        layouts.append((len(rows), out["prefix_tokens"].shape, out["tokens"].shape))
+        return out
+
+    monkeypatch.setattr(batch_lib, "collate_shared", collate_shared)
+    results = {}
+    for share in (False, True):
+        workdir = str(tmp_path / f"share{share}")
+        c = tiny_config(tiny_policy, **{"train.num_steps": 2, "train.export_hf": True,
+                                        "train.share_prefixes": share,
+                                        "optim.micro_batches": 2})
+        c.eval.enabled = False
+        train.run(c, workdir)
+        results[share] = (read_metrics(workdir), final_params(workdir))
+    keep = ("loss", "pg_loss", "entropy", "grad_norm", "clip_fraction", "reward_mean",
+            "num_tokens", "response_length_mean")
+    lines = {share: [[line[k] for k in keep] for line in m if "loss" in line]
+             for share, (m, _) in results.items()}
+    assert len(lines[True]) == 2
+    # The shared run's batches: 16 blocks (8 shards x 2 micro-batches), fewer prompt
+    # rows than rows.
+    assert len(layouts) == 2
+    for rows, (prefix_rows, _), (batch_rows, _) in layouts:
+        assert prefix_rows % 16 == 0 and batch_rows % 16 == 0 and rows <= batch_rows
+    np.testing.assert_allclose(lines[True], lines[False], rtol=1e-4, atol=1e-6)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y),
+                                                         rtol=1e-4, atol=1e-6),
+                 results[True][1], results[False][1])
+
+
 class EveryHook(GRPO):
     """A test method touching every hook and every StepContext service: it draws one
     record fewer than a batch, retires what it trained on, samples a second round with

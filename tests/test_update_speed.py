@@ -81,6 +81,7 @@ def test_micro_batches_must_divide_the_rows():
 
 
 def test_a_training_run_compiles_its_step_once(tiny_policy, tmp_path):
+    # With the default train.share_prefixes: the shared-prefix update.
     """After the first step, neither the sampler nor the update compiles again (the
     prompts all have one length, so every step has the same shapes)."""
     from configs import grpo

@@ -170,7 +170,9 @@ def _dense(x, w, in_dims: int = 1):
 
 
 def _layer(config: ModelConfig, cos_sin, h_BTD, layer, mask_BTS,
-           k_cache_BKES, v_cache_BKSE, cache_index):
+           k_cache_BKES, v_cache_BKSE, cache_index, attend=None):
+    """One decoder layer. attend: (q, k, v) -> attention output, replacing the masked
+    self-attention (the shared-prefix layout's attention)."""
     c = config
     x = rms_norm(h_BTD, layer["attn_norm"], c.rms_norm_eps)
     q = _dense(x, layer["q"])
@@ -185,7 +187,9 @@ def _layer(config: ModelConfig, cos_sin, h_BTD, layer, mask_BTS,
         k = rms_norm(k, layer["k_norm"], c.rms_norm_eps)
     q = apply_rope(q, cos_sin)
     k = apply_rope(k, cos_sin)
-    if k_cache_BKES is None:
+    if attend is not None:
+        attn = attend(q, k, v)
+    elif k_cache_BKES is None:
         attn = _attention(q, k, v, mask_BTS)
     else:
         k_cache_BKES = jax.lax.dynamic_update_slice_in_dim(
@@ -243,6 +247,94 @@ def hidden_states(params: Params, config: ModelConfig, tokens_BT, positions_BT, 
             new_cache["k"].append(k_i)
             new_cache["v"].append(v_i)
     return rms_norm(h, params["final_norm"], c.rms_norm_eps), new_cache
+
+
+def shared_prefix_hidden_states(params: Params, config: ModelConfig, prefix_tokens_PT,
+                                prefix_valid_PT, tokens_NT, valid_NT, prefix_index_N,
+                                blocks: int = 1, remat: bool = False):
+    """Final (normed) hidden states of a shared-prefix batch: (prefix [P, Tp, D],
+    suffix [N, Ts, D]).
+
+    Row i is the sequence prefix_tokens[j] + tokens[i] (each right-padded; valid marks
+    the real tokens), with j its prefix row: rows that repeat a prompt (a GRPO group)
+    run it once. The batch is cut into `blocks` equal blocks of prefix rows and of
+    suffix rows (the rows a device, or a micro-batch on it, holds), and
+    prefix_index_N[i] is row i's prefix row counted within its own block, so every
+    gather stays inside a block. The prefix rows attend causally to themselves; suffix
+    token t of row i attends to every real token of its prefix and causally to its
+    own row; its position continues from the prefix's length. Gradients reach each
+    prefix through every row that uses it. The states equal those of the rows run
+    whole (`hidden_states` on prefix + suffix) to float tolerance.
+    """
+    c = config
+    dtype = _dtype(c.dtype)
+    P, Tp = prefix_tokens_PT.shape
+    N, Ts = tokens_NT.shape
+    if P % blocks or N % blocks:
+        raise ValueError(f"{P} prefix rows and {N} rows do not split into {blocks} blocks")
+    p, n = P // blocks, N // blocks
+    prefix_valid_PT = prefix_valid_PT.astype(bool)
+    valid_NT = valid_NT.astype(bool)
+    index_bn = prefix_index_N.astype(jnp.int32).reshape(blocks, n)
+
+    def gather(x_P):
+        """Each row's prefix row of x [P, ...] -> [N, ...] (within blocks)."""
+        x_bp = x_P.reshape(blocks, p, *x_P.shape[1:])
+        return jax.vmap(lambda x, i: x[i])(x_bp, index_bn).reshape(N, *x_P.shape[1:])
+
+    prefix_positions, prefix_mask_PTT = padded_positions_and_mask(prefix_valid_PT)
+    prefix_len_P = jnp.sum(prefix_valid_PT, axis=1)
+    positions_NT = gather(prefix_len_P)[:, None] + jnp.arange(Ts)[None, :]
+    # Suffix queries: every real prefix key, then causally their own row's keys (a
+    # padding query attends to itself only, so its output stays finite).
+    own_mask_NTT = padded_positions_and_mask(valid_NT)[1]
+    to_prefix_NTS = gather(prefix_valid_PT)[:, None, :] & valid_NT[:, :, None]
+    suffix_mask_NTS = jnp.concatenate(
+        [jnp.broadcast_to(to_prefix_NTS, (N, Ts, Tp)), own_mask_NTT], axis=2)
+
+    # One [blocks, p * Tp + n * Ts] token axis: each block's prefix tokens, then its
+    # suffix tokens. Projections and MLPs run over all of them as one batch of rows.
+    def join(prefix_P, suffix_N):
+        return jnp.concatenate([prefix_P.reshape(blocks, p * Tp, *prefix_P.shape[2:]),
+                                suffix_N.reshape(blocks, n * Ts, *suffix_N.shape[2:])],
+                               axis=1)
+
+    def split(x):
+        return (x[:, :p * Tp].reshape(P, Tp, *x.shape[2:]),
+                x[:, p * Tp:].reshape(N, Ts, *x.shape[2:]))
+
+    cos_sin = rope_cos_sin(join(prefix_positions, positions_NT), rope_inverse_frequencies(c))
+    h = params["embed"].astype(dtype)[join(prefix_tokens_PT, tokens_NT)]
+
+    def attend(q, k, v):
+        (q_p, q_s), (k_p, k_s), (v_p, v_s) = split(q), split(k), split(v)
+        out_p = _attention(q_p, k_p, v_p, prefix_mask_PTT)
+        k_all = jnp.concatenate([gather(k_p), k_s], axis=1)
+        v_all = jnp.concatenate([gather(v_p), v_s], axis=1)
+        out_s = _attention(q_s, k_all, v_all, suffix_mask_NTS)
+        return join(out_p, out_s)
+
+    def layer_fn(h, layer):
+        return _layer(c, cos_sin, h, layer, None, None, None, 0, attend=attend)[0]
+
+    if remat:
+        layer_fn = jax.checkpoint(layer_fn)
+    h, _ = jax.lax.scan(lambda h, layer: (layer_fn(h, layer), None), h, params["layers"])
+    h = rms_norm(h, params["final_norm"], c.rms_norm_eps)
+    return split(h)
+
+
+def shared_prefix_predicting_states(prefix_h_PTD, prefix_valid_PT, h_NTD, prefix_index_N,
+                                    blocks: int = 1):
+    """[N, Ts, D]: the hidden state that predicts each suffix token (its prefix's last
+    real token for the first, the previous suffix token for the others)."""
+    P, N = prefix_h_PTD.shape[0], h_NTD.shape[0]
+    p, n = P // blocks, N // blocks
+    last_P = jnp.maximum(jnp.sum(prefix_valid_PT.astype(jnp.int32), axis=1) - 1, 0)
+    last_PD = jnp.take_along_axis(prefix_h_PTD, last_P[:, None, None], axis=1)[:, 0]
+    last_ND = jax.vmap(lambda x, i: x[i])(
+        last_PD.reshape(blocks, p, -1), prefix_index_N.astype(jnp.int32).reshape(blocks, n))
+    return jnp.concatenate([last_ND.reshape(N, 1, -1), h_NTD[:, :-1]], axis=1)
 
 
 def unstack_layers(layers, num_layers: int) -> list:

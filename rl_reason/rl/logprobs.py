@@ -32,6 +32,33 @@ def _chunk_logp(params, config: ModelConfig, h_BCD, targets_BC, temperature, wit
     return logp_BC, entropy_BC
 
 
+def _predicted_logp(params, config: ModelConfig, h_BTD, targets_BT, temperature,
+                    chunk_size, with_entropy):
+    """log p of targets_BT[b, t] under the prediction of h_BTD[b, t] (and entropies),
+    chunk_size positions at a time (see token_logprobs)."""
+    B, predicted = targets_BT.shape
+    if chunk_size is None or chunk_size >= predicted:
+        return _chunk_logp(params, config, h_BTD, targets_BT, temperature, with_entropy)
+    C = chunk_size
+    U = -(-predicted // C)
+    pad = U * C - predicted
+    h_UBCD = jnp.pad(h_BTD, ((0, 0), (0, pad), (0, 0)))
+    h_UBCD = h_UBCD.reshape(B, U, C, -1).transpose(1, 0, 2, 3)
+    targets_UBC = jnp.pad(targets_BT, ((0, 0), (0, pad))).reshape(B, U, C).transpose(1, 0, 2)
+
+    # Checkpointed so the scan keeps only each chunk's hidden states for the
+    # backward pass, not its [B, C, V] log-softmax.
+    chunk = jax.checkpoint(_chunk_logp, static_argnums=(1, 5))
+    logp_UBC, entropy_UBC = jax.lax.map(
+        lambda xs: chunk(params, config, xs[0], xs[1], temperature, with_entropy),
+        (h_UBCD, targets_UBC))
+
+    def unchunk(x_UBC):
+        return x_UBC.transpose(1, 0, 2).reshape(B, U * C)[:, :predicted]
+
+    return unchunk(logp_UBC), None if entropy_UBC is None else unchunk(entropy_UBC)
+
+
 @functools.partial(jax.jit, static_argnames=("config", "chunk_size", "with_entropy", "remat"))
 def token_logprobs(model_params, config: ModelConfig, tokens_BT, valid_BT, temperature=1.0,
                    chunk_size: int | None = None, with_entropy: bool = False,
@@ -52,31 +79,9 @@ def token_logprobs(model_params, config: ModelConfig, tokens_BT, valid_BT, tempe
     h_BTD, _ = transformer.hidden_states(model_params, config, tokens_BT, positions_BT,
                                          mask_BTS, remat=remat)
     # Position t-1 predicts token t: drop the last hidden state and the first token.
-    h_BTD, targets_BT = h_BTD[:, :-1], tokens_BT[:, 1:]
-    predicted = T - 1
-    if chunk_size is None or chunk_size >= predicted:
-        logp_BT, entropy_BT = _chunk_logp(model_params, config, h_BTD, targets_BT, temperature,
+    logp_BT, entropy_BT = _predicted_logp(model_params, config, h_BTD[:, :-1],
+                                          tokens_BT[:, 1:], temperature, chunk_size,
                                           with_entropy)
-    else:
-        C = chunk_size
-        U = -(-predicted // C)
-        pad = U * C - predicted
-        h_UBCD = jnp.pad(h_BTD, ((0, 0), (0, pad), (0, 0)))
-        h_UBCD = h_UBCD.reshape(B, U, C, -1).transpose(1, 0, 2, 3)
-        targets_UBC = jnp.pad(targets_BT, ((0, 0), (0, pad))).reshape(B, U, C).transpose(1, 0, 2)
-
-        # Checkpointed so the scan keeps only each chunk's hidden states for the
-        # backward pass, not its [B, C, V] log-softmax.
-        chunk = jax.checkpoint(_chunk_logp, static_argnums=(1, 5))
-        logp_UBC, entropy_UBC = jax.lax.map(
-            lambda xs: chunk(model_params, config, xs[0], xs[1], temperature, with_entropy),
-            (h_UBCD, targets_UBC))
-
-        def unchunk(x_UBC):
-            return x_UBC.transpose(1, 0, 2).reshape(B, U * C)[:, :predicted]
-
-        logp_BT = unchunk(logp_UBC)
-        entropy_BT = None if entropy_UBC is None else unchunk(entropy_UBC)
 
     has_prediction_BT = valid_BT[:, 1:] & valid_BT[:, :-1]
 
@@ -88,3 +93,31 @@ def token_logprobs(model_params, config: ModelConfig, tokens_BT, valid_BT, tempe
     if not with_entropy:
         return align(logp_BT)
     return align(logp_BT), align(entropy_BT)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "chunk_size", "with_entropy", "remat",
+                                             "blocks"))
+def shared_prefix_logprobs(model_params, config: ModelConfig, batch, temperature=1.0,
+                           chunk_size: int | None = None, with_entropy: bool = False,
+                           remat: bool = False, blocks: int = 1):
+    """token_logprobs for a shared-prefix batch (rl/batch.py `collate_shared`):
+    logp_NT (and entropy_NT) aligned with the suffix tokens batch["tokens"], every real
+    suffix token predicted (its first by its prefix's last token); 0 on padding. The
+    prefix's own tokens get no log-probs (their rows train none of them)."""
+    if chunk_size is not None and chunk_size <= 0:
+        raise ValueError(f"chunk_size={chunk_size} must be positive (or None)")
+    tokens_NT = jnp.asarray(batch["tokens"], jnp.int32)
+    valid_NT = jnp.asarray(batch["valid"]).astype(bool)
+    prefix_valid_PT = jnp.asarray(batch["prefix_valid"]).astype(bool)
+    index_N = jnp.asarray(batch["prefix_index"], jnp.int32)
+    prefix_h, h = transformer.shared_prefix_hidden_states(
+        model_params, config, jnp.asarray(batch["prefix_tokens"], jnp.int32), prefix_valid_PT,
+        tokens_NT, valid_NT, index_N, blocks=blocks, remat=remat)
+    h_pred = transformer.shared_prefix_predicting_states(prefix_h, prefix_valid_PT, h, index_N,
+                                                         blocks=blocks)
+    logp_NT, entropy_NT = _predicted_logp(model_params, config, h_pred, tokens_NT,
+                                          temperature, chunk_size, with_entropy)
+    logp_NT = jnp.where(valid_NT, logp_NT, 0.0)
+    if not with_entropy:
+        return logp_NT
+    return logp_NT, jnp.where(valid_NT, entropy_NT, 0.0)
