@@ -194,6 +194,8 @@ def plot_curves(workdirs: dict[str, list[str]], keys: Sequence[str], out: str) -
     figure = Figure(figsize=(5 * cols, 3.4 * rows), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, cols, squeeze=False).ravel()
+    # One colour per arm in every panel, whether or not the arm logs the panel's metric.
+    colours = {arm: f"C{i % 10}" for i, arm in enumerate(workdirs)}
     for ax, key in zip(axes, keys):
         for arm, dirs in workdirs.items():
             series = [curve(d, key) for d in dirs]
@@ -205,7 +207,7 @@ def plot_curves(workdirs: dict[str, list[str]], keys: Sequence[str], out: str) -
                 np.array([0.0])
             values = np.array([np.interp(grid, x, y) for x, y in series])
             mean = values.mean(axis=0)
-            line, = ax.plot(grid, mean, label=arm)
+            line, = ax.plot(grid, mean, label=arm, color=colours[arm])
             if len(series) > 1:
                 se = values.std(axis=0, ddof=1) / math.sqrt(len(series))
                 ax.fill_between(grid, mean - se, mean + se, color=line.get_color(), alpha=0.2)
@@ -214,7 +216,9 @@ def plot_curves(workdirs: dict[str, list[str]], keys: Sequence[str], out: str) -
         ax.grid(alpha=0.3)
     for ax in axes[len(keys):]:
         ax.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color=colours[arm]) for arm in workdirs]
+    labels = list(workdirs)
     if labels:
         figure.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4))
     figure.savefig(out, dpi=110)
