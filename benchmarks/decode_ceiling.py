@@ -72,9 +72,11 @@ def _decode_step(mm, x, w, num_layers: int, silu):
     return x + 1e-6 * logits.mean(-1, keepdims=True)
 
 
-def xla_runner(config, weights, batch: int, steps: int):
-    w = [jnp.asarray(a) for a in weights]
-    x0 = jnp.ones((batch, config.hidden_size), jnp.float32) * 0.01
+def xla_runner(config, weights, batch: int, steps: int, dtype="float32"):
+    """The jitted loop as a callable; weights and activations in `dtype` (the sampler
+    benchmark's --ceiling passes its compute dtype)."""
+    w = [jnp.asarray(a, dtype) for a in weights]
+    x0 = (jnp.ones((batch, config.hidden_size), jnp.float32) * 0.01).astype(dtype)
 
     @jax.jit
     def run(w, x):

@@ -3,7 +3,7 @@ generate.
 
     python benchmarks/sampler.py [--batches 1,16,64,256] [--new-tokens 64] [--repeats 3]
                                  [--decode-segments 4] [--skip-tunix] [--envs DIR]
-                                 [--json results.json]
+                                 [--ceiling] [--json results.json]
     python benchmarks/sampler.py --gpu          # Qwen2.5-1.5B shape, bf16, batch 256
 
 One random checkpoint (preset bench-19m by default: Qwen3 family, hidden 512, 8
@@ -32,6 +32,13 @@ Columns:
     bw_frac      bytes that decoding must read per step / step time, over the
                  measured copy bandwidth (below); printed on GPU only (on CPU a small
                  model's parameters sit partly in cache), always in --json
+    ceiling tok/s, of ceiling   (--ceiling) the matmul-only ceiling of
+                 benchmarks/decode_ceiling.py (xla: the weight matmuls of --new-tokens
+                 decode steps of the same model at the same batch, one jitted loop,
+                 random weights in the compute dtype), timed as one more runner in
+                 the same interleaved rounds; "of ceiling" is rl_reason tok/s over it
+                 (the ceiling has no prefill, attention, norms or sampling, so 1.0 is
+                 out of reach)
 
 Model FLOPs (useful work only: no padding, no masked cache slots). Every position fed
 through the model, i.e. the prompt (prefill) and all generated tokens but the last,
@@ -230,6 +237,9 @@ def main() -> None:
                              "(as in benchmarks/grpo_step.py)")
     parser.add_argument("--decode-segments", type=int, default=None,
                         help="sampling.DECODE_SEGMENTS (default 4; 1: one fixed-size window)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also time the matmul-only ceiling (benchmarks/decode_ceiling.py) "
+                             "interleaved with the samplers and print the fraction of it")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -274,9 +284,13 @@ def main() -> None:
         # On CPU the parameters of a small model sit partly in cache and the copy
         # measurement is single-threaded, so bw_frac means little there: GPU only.
         show_bw = device.platform == "gpu"
+        if args.ceiling:
+            from benchmarks import decode_ceiling
+            ceiling_weights = decode_ceiling.random_weights(config)
         print(f"{'batch':>6} {'rl_reason tok/s':>16} {'tunix tok/s':>12} {'vs tunix':>9} "
               f"{'transformers tok/s':>19} {'ratio':>7} {'flop_frac':>10}"
-              + (f" {'bw_frac':>8}" if show_bw else ""))
+              + (f" {'bw_frac':>8}" if show_bw else "")
+              + (f" {'ceiling tok/s':>14} {'of ceiling':>11}" if args.ceiling else ""))
         try:
             for batch in batches:
                 ids = prompts[batch][1]
@@ -294,6 +308,10 @@ def main() -> None:
                 if with_transformers:
                     runners["transformers"] = run_transformers(
                         folder, ids, args.new_tokens, eos, torch_device, dtype)
+                if args.ceiling:
+                    runners["ceiling"] = decode_ceiling.xla_runner(
+                        config, ceiling_weights, batch, args.new_tokens, dtype=dtype)
+                    runners["ceiling"]()  # compilation
                 ours()
                 if tunix is not None:
                     tunix.call("warm", batch)
@@ -322,6 +340,9 @@ def main() -> None:
                 step_bytes = decode_step_bytes(config, batch, args.prompt_len, args.new_tokens)
                 row.update(flop_frac=flops / best["rl_reason"] / peak,
                            bw_frac=step_bytes / (best["rl_reason"] / args.new_tokens) / bandwidth)
+                if "ceiling" in best:
+                    row.update(ceiling_tok_s=tokens / best["ceiling"], ceiling_s=best["ceiling"],
+                               of_ceiling=best["ceiling"] / best["rl_reason"])
                 rows.append(row)
                 tunix_text = (f"{row['tunix_tok_s']:12.0f} {row['vs_tunix']:9.2f}"
                               if "tunix_tok_s" in row else f"{'-':>12} {'-':>9}")
@@ -329,7 +350,9 @@ def main() -> None:
                                if "ratio" in row else f"{'-':>19} {'-':>7}")
                 print(f"{batch:6d} {row['rl_reason_tok_s']:16.0f} {tunix_text} {theirs_text} "
                       f"{row['flop_frac']:10.3f}"
-                      + (f" {row['bw_frac']:8.3f}" if show_bw else ""), flush=True)
+                      + (f" {row['bw_frac']:8.3f}" if show_bw else "")
+                      + (f" {row['ceiling_tok_s']:14.0f} {row['of_ceiling']:11.3f}"
+                         if "ceiling" in best else ""), flush=True)
         finally:
             if tunix is not None:
                 tunix.close()
