@@ -242,9 +242,24 @@ def test_no_recompilation_within_a_bucket(model, greedy_out):
 
 
 def test_segment_ends():
-    assert [sampling.segment_ends(g) for g in (32, 64, 96, 128, 192)] == [
-        (32,), (64,), (96,), (64, 128), (64, 128, 192)]
+    assert [sampling.segment_ends(g) for g in (16, 32, 48, 64, 96, 128, 192)] == [
+        (16,), (16, 32), (16, 32, 48), (16, 32, 48, 64), (24, 48, 72, 96),
+        (32, 64, 96, 128), (48, 96, 144, 192)]
     assert sampling.segment_ends(1536) == (384, 768, 1152, 1536)
+
+
+def test_short_generation_in_segments_gives_the_same_tokens(model, monkeypatch):
+    # 40 new tokens: capacity 48 in three segments of 16 (the benchmark's 64 tokens: four).
+    kwargs = dict(max_new_tokens=40, rng=3, temperature=1.0, stop_token_ids=())
+    assert sampling.segment_ends(sampling.bucket(40)) == (16, 32, 48)
+    segmented = sampling.generate(model, PROMPTS, **kwargs)
+    monkeypatch.setattr(sampling, "MIN_SEGMENT", 64)
+    assert sampling.segment_ends(sampling.bucket(40)) == (48,)
+    single = sampling.generate(model, PROMPTS, **kwargs)
+    np.testing.assert_array_equal(segmented.tokens, single.tokens)
+    # Reductions over fewer slots may round differently: log-probs to float tolerance.
+    np.testing.assert_allclose(segmented.logprobs, single.logprobs, atol=1e-5)
+    np.testing.assert_array_equal(segmented.lengths, single.lengths)
 
 
 def test_segmented_decode_equals_one_segment(model, monkeypatch):
