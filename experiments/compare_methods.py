@@ -31,7 +31,6 @@ Writes experiments/results/compare_methods/; workdirs go to runs/compare_methods
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -96,21 +95,12 @@ def main(argv=None) -> dict:
     results = harness.main(ARMS, argv, name=NAME, report=REPORT, curves=CURVES,
                            default_budget=DEFAULT_BUDGET)
     args, _ = harness.parse_args(argv, NAME, DEFAULT_BUDGET, "0,1,2")
-    workdirs = {arm: [os.path.join(args.runs, arm, f"seed{seed}") for seed in runs]
-                for arm, runs in results.items()}
+    workdirs = harness.run_dirs(args.runs, results)
     table = ("\n## Change from the start\n\nFinal minus step-0 evaluation of each run, "
              "mean ± standard error over seeds.\n\n" + change_table(workdirs, REPORT) + "\n")
-    with open(os.path.join(args.out, "results.md"), "a") as f:
-        f.write(table)
-    path = os.path.join(args.out, "results.json")
-    with open(path) as f:
-        summary = json.load(f)
-    summary["initial"] = {arm: {str(s): initial_metrics(d, REPORT)
-                                for s, d in zip(results[arm], dirs)}
-                          for arm, dirs in workdirs.items()}
-    with open(path, "w") as f:
-        json.dump(summary, f, indent=2)
-    print(table)
+    initial = {arm: {str(s): initial_metrics(d, REPORT) for s, d in zip(results[arm], dirs)}
+               for arm, dirs in workdirs.items()}
+    harness.add_section(args.out, table, "initial", initial)
     return results
 
 

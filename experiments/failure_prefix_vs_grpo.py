@@ -30,7 +30,6 @@ curves.png. Not part of CI beyond --smoke; the README's "Results" shows them.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -87,15 +86,9 @@ def main(argv=None) -> dict:
     results = harness.main(arms(args.smoke), argv, name=NAME, report=REPORT, curves=CURVES,
                            default_budget=120_000, start=START)
     signal = training_signal(args.runs, results)
-    with open(os.path.join(args.out, "results.md"), "a") as f:
-        f.write("\nTraining signal (zero-advantage share: mean over steps of the share of "
-                "training groups whose rewards are all equal):\n\n" + signal + "\n")
-    print(signal)
-    with open(os.path.join(args.out, "results.json")) as f:
-        saved = json.load(f)
-    saved["training_signal"] = signal
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(saved, f, indent=2)
+    harness.add_section(args.out, "\nTraining signal (zero-advantage share: mean over steps "
+                        "of the share of training groups whose rewards are all equal):\n\n"
+                        + signal + "\n", "training_signal", signal)
     return results
 
 

@@ -328,6 +328,27 @@ def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
     return {a.name: results[a.name] for a in chosen}
 
 
+def run_dirs(runs: str, results: dict) -> dict[str, list[str]]:
+    """{arm: [workdir of each finished seed]} of a sweep's results."""
+    return {arm: [os.path.join(runs, arm, f"seed{seed}") for seed in seeds]
+            for arm, seeds in results.items()}
+
+
+def add_section(out: str, markdown: str, key: str | None = None, value: Any = None) -> None:
+    """Appends an experiment's own table to results.md (and `value` under `key` to
+    results.json), and prints it."""
+    with open(os.path.join(out, "results.md"), "a") as f:
+        f.write(markdown)
+    if key is not None:
+        path = os.path.join(out, "results.json")
+        with open(path) as f:
+            summary = json.load(f)
+        summary[key] = value
+        with open(path, "w") as f:
+            json.dump(summary, f, indent=2)
+    print(markdown, flush=True)
+
+
 def write_results(args, name: str, start: str, results: dict, report: Sequence[str],
                   curves: Sequence[str], total: int) -> str:
     """results.md, results.json and curves.png of the runs finished so far."""
@@ -346,8 +367,6 @@ def write_results(args, name: str, start: str, results: dict, report: Sequence[s
         json.dump({"name": name, "start": start, "budget": args.budget, "seeds": args.seeds,
                    "smoke": args.smoke, "machine": machine(), "finished_runs": done,
                    "planned_runs": total, "results": results}, f, indent=2)
-    workdirs = {arm: [os.path.join(args.runs, arm, f"seed{seed}") for seed in runs]
-                for arm, runs in results.items()}
-    plot_curves(workdirs, curves, os.path.join(args.out, "curves.png"))
+    plot_curves(run_dirs(args.runs, results), curves, os.path.join(args.out, "curves.png"))
     return text
 

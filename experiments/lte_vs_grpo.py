@@ -92,9 +92,7 @@ def main(argv=None) -> dict:
             "quarter.\n\n" + none_pass_table(args.runs, results, budget) + "\n")
     with open(os.path.join(args.out, "none_pass.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(args.out, "results.md"), "a") as f:
-        f.write(text)
-    print(text, flush=True)
+    harness.add_section(args.out, text)
     return results
 
 

@@ -25,7 +25,6 @@ curves.png}; the workdirs go to runs/multi_attempt_vs_grpo (resumable).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -80,14 +79,7 @@ def main(argv=None) -> dict:
                            default_budget=DEFAULT_BUDGET)
     args, _ = harness.parse_args(argv, NAME, DEFAULT_BUDGET, "0,1,2")
     table = "\n## Gain from later attempts\n\n" + gain_table(results) + "\n"
-    with open(os.path.join(args.out, "results.md"), "a") as f:
-        f.write(table)
-    with open(os.path.join(args.out, "results.json")) as f:
-        summary = json.load(f)
-    summary["gain_table"] = table
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    print(table)
+    harness.add_section(args.out, table, "gain_table", table)
     return results
 
 

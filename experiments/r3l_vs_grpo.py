@@ -109,20 +109,13 @@ def main(argv=None) -> dict:
     results = harness.main(ARMS, argv, name=NAME, report=REPORT, curves=CURVES,
                            default_budget=DEFAULT_BUDGET)
     args, _ = harness.parse_args(argv, NAME, DEFAULT_BUDGET, "0,1,2")
-    workdirs = {arm: [os.path.join(args.runs, arm, f"seed{seed}") for seed in runs]
-                for arm, runs in results.items()}
+    workdirs = harness.run_dirs(args.runs, results)
     table = ("\n## Training problems solved\n\nMean ± standard error over seeds; a question "
              "counts as solved when a trained trajectory of it (a sample, a base episode or "
              "a retry) was correct.\n\n" + solved_table(workdirs) + "\n")
-    with open(os.path.join(args.out, "results.md"), "a") as f:
-        f.write(table)
-    with open(os.path.join(args.out, "results.json")) as f:
-        summary = json.load(f)
-    summary["training_solved"] = {arm: [training_solved(d) for d in dirs]
-                                  for arm, dirs in workdirs.items()}
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    print(table)
+    harness.add_section(args.out, table, "training_solved",
+                        {arm: [training_solved(d) for d in dirs]
+                         for arm, dirs in workdirs.items()})
     return results
 
 

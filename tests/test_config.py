@@ -216,3 +216,14 @@ def test_r3l_variants_set_their_switches():
         r3l.get_config("nope")
     with pytest.raises(ConfigError, match="dynamic_sampling"):
         check(r3l.get_config("dapo"), num_devices=1)
+
+
+@pytest.mark.parametrize("name", ["lte", "multi_attempt", "r3l", "failure_prefix"])
+def test_a_misspelt_method_key_is_named_not_ignored(name):
+    import importlib
+    c = importlib.import_module(f"configs.{name}").get_config()
+    c.unlock()
+    with c.method.ignore_type():
+        c.method["replay_ratoi"] = 0.5
+    with pytest.raises(ConfigError, match=rf"unknown {name} keys \['replay_ratoi'\]"):
+        check(c)

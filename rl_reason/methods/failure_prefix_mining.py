@@ -17,7 +17,7 @@ import dataclasses
 import math
 from typing import Sequence
 
-from rl_reason.config_check import ConfigError
+from rl_reason.config_check import ConfigError, method_block
 from rl_reason.data.record import Record
 from rl_reason.methods.base import Sample
 
@@ -77,12 +77,7 @@ class FailurePrefixSettings:
     @classmethod
     def from_config(cls, config) -> "FailurePrefixSettings":
         """The settings of config.method, checked against the rest of the run config."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        given = dict(config.method)
-        unknown = sorted(set(given) - fields)
-        if unknown:
-            raise ConfigError(f"method: unknown keys {unknown} for failure_prefix; known: "
-                              f"{sorted(fields)}")
+        given = method_block(cls, config, "failure_prefix")
         if "cut_fractions" in given:
             given["cut_fractions"] = tuple(float(f) for f in given["cut_fractions"])
         settings = cls(**given)

@@ -37,16 +37,13 @@ class LTESettings(hints.HintSettings):
 
     @classmethod
     def from_config(cls, config) -> "LTESettings":
-        from rl_reason.config_check import ConfigError
+        from rl_reason.config_check import ConfigError, method_block
 
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(config.method.keys()) - known)
-        if unknown:
-            raise ConfigError(f"method.{unknown[0]}: not an LTE setting; known: {sorted(known)}")
+        given = method_block(cls, config, "lte")
         if config.loss.dynamic_sampling:
             raise ConfigError("loss.dynamic_sampling=True: LTE does not refill batches; it "
                               "spends its extra samples on none-pass groups instead")
-        return cls(**dict(config.method))
+        return cls(**given)
 
 
 class LTE(Method):

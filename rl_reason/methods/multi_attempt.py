@@ -71,12 +71,7 @@ class MultiAttemptSettings:
     @classmethod
     def from_config(cls, config) -> "MultiAttemptSettings":
         """The settings of `config.method`, or ConfigError naming the key."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        given = dict(config.method)
-        unknown = sorted(set(given) - fields)
-        if unknown:
-            raise config_check.ConfigError(f"method: unknown multi_attempt keys {unknown}; "
-                                           f"known: {sorted(fields)}")
+        given = config_check.method_block(cls, config, "multi_attempt")
         if config.loss.dynamic_sampling or config.loss.overlong_buffer:
             raise config_check.ConfigError(
                 "multi_attempt does not support loss.dynamic_sampling or loss.overlong_buffer "

@@ -97,12 +97,7 @@ class R3LSettings:
     @classmethod
     def from_config(cls, config) -> "R3LSettings":
         """The settings of `config.method`, or ConfigError naming the key."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        given = dict(config.method)
-        unknown = sorted(set(given) - fields)
-        if unknown:
-            raise config_check.ConfigError(f"method: unknown r3l keys {unknown}; "
-                                           f"known: {sorted(fields)}")
+        given = config_check.method_block(cls, config, "r3l")
         if config.loss.dynamic_sampling or config.loss.overlong_buffer:
             raise config_check.ConfigError(
                 "r3l does not support loss.dynamic_sampling or loss.overlong_buffer "
