@@ -11,20 +11,15 @@ import numpy as np
 import pytest
 
 from configs import multi_attempt as ma_config
-from rl_reason import models, sampling, train
+from rl_reason import models, train
 from rl_reason.config_check import ConfigError, check
-from rl_reason.data import record as record_lib
 from rl_reason.data import templates
 from rl_reason.methods import episodes as episodes_lib
 from rl_reason.methods.base import StepContext
 from rl_reason.methods.multi_attempt import MultiAttempt, MultiAttemptSettings, episode_reward
-from rl_reason.rollout import RolloutEngine
-from rl_reason.verifiers import ExactIntVerifier
 
-
-def make_record(question, answer):
-    return record_lib.Record(problem=question, answer=answer,
-                             id=record_lib.problem_id(question), source="test")
+import scripted_step  # noqa: E402
+from scripted_step import make_record  # noqa: E402
 
 
 QA = make_record("What is 3+4?", "7")
@@ -44,34 +39,6 @@ def tok(tiny_policy):
     return models.load_tokenizer(tiny_policy)
 
 
-class ScriptedSampler:
-    """Stands in for sampling.generate: call i answers its rows with script[i] (text,
-    whether the turn ends), cut to each row's budget as the sampler does, and records
-    the contexts and budgets it was given."""
-
-    def __init__(self, tok, script):
-        self.tok, self.script, self.calls = tok, list(script), []
-        self.end = tok.convert_tokens_to_ids("<|im_end|>")
-
-    def __call__(self, model, prompts, *, max_new_tokens, **kwargs):
-        texts = self.script.pop(0)
-        assert len(texts) == len(prompts)
-        self.calls.append(dict(contexts=[list(p) for p in prompts], budgets=list(max_new_tokens)))
-        rows, truncated = [], []
-        for (text, ends), budget in zip(texts, max_new_tokens):
-            ids = self.tok.encode(text, add_special_tokens=False) + ([self.end] if ends else [])
-            rows.append(ids[:budget])
-            truncated.append(len(ids) > budget or not ends)
-        width = max(len(r) for r in rows)
-        tokens = np.zeros((len(rows), width), np.int32)
-        for i, r in enumerate(rows):
-            tokens[i, :len(r)] = r
-        logp = np.full(tokens.shape, -0.5, np.float32)
-        return sampling.SampleOutput(tokens=tokens, lengths=np.array([len(r) for r in rows]),
-                                     logprobs=logp, policy_logprobs=logp,
-                                     truncated=np.array(truncated))
-
-
 # Episodes A0, A1 (question A, answer 7) and B0, B1 (question B, answer 10), N = 3,
 # one budget of 40 tokens each. Token counts: the tiny tokenizer's (digits,
 # punctuation and most letters one token each; "boxed" and " \\" one token).
@@ -88,23 +55,8 @@ SCRIPT = [
 
 
 def run_step(c, tok, monkeypatch, script=SCRIPT, records=(QA, QB)):
-    """prepare -> rounds of (engine rollout, follow_up) -> build_batch, as the trainer."""
-    sampler = ScriptedSampler(tok, script)
-    monkeypatch.setattr(sampling, "generate", sampler)
     method = MultiAttempt(c, tok)
-    engine = RolloutEngine(tok, ExactIntVerifier(), c.rollout, stop_token_ids=(3, 1), pad_id=0)
-    ctx = StepContext(step=0, config=c, tokenizer=tok, rng=np.random.default_rng(0),
-                      draw_records=lambda n: list(records)[:n], retire=lambda ids: None,
-                      rollout=None, score=None)
-    requests, samples = method.prepare(ctx), []
-    for round_ in range(method.max_rollout_rounds):
-        if not requests:
-            break
-        samples += engine.rollout(None, requests, jax.random.PRNGKey(round_))
-        requests = method.follow_up(samples, ctx)
-    assert not requests and not sampler.script
-    rows = method.build_batch(samples, ctx)
-    return method, samples, rows, ctx, sampler
+    return (method, *scripted_step.run_step(method, c, tok, monkeypatch, script, records))
 
 
 def test_hand_worked_episodes_through_the_engine(tok, monkeypatch):

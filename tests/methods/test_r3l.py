@@ -13,26 +13,20 @@ import numpy as np
 import pytest
 
 from configs import r3l as r3l_config
-from rl_reason import models, sampling, train
+from rl_reason import models, train
 from rl_reason.config_check import ConfigError, check
-from rl_reason.data import record as record_lib
 from rl_reason.data import packing, synthetic, templates, warm_start
 from rl_reason.methods import episodes as episodes_lib, r3l_trial
-from rl_reason.methods.base import StepContext
 from rl_reason.methods.r3l import R3L, R3LSettings
 from rl_reason.rl.losses import LossConfig, policy_loss
-from rl_reason.rollout import RolloutEngine
 from rl_reason.verifiers import ExactIntVerifier
 
-
-def make_record(question, answer):
-    return record_lib.Record(problem=question, answer=answer,
-                             id=record_lib.problem_id(question), source="test")
+import scripted_step  # noqa: E402
+from scripted_step import END, make_record  # noqa: E402
 
 
 QA = make_record("What is 3+4?", "7")
 QB = make_record("What is 2*5?", "10")
-END = 3   # <|im_end|> in the tiny tokenizer
 
 
 def report(outcome, step, root="In step 1 the line 3+4=9 is wrong; 3+4=7.",
@@ -80,31 +74,6 @@ def config(variant="", **method):
     return c
 
 
-class ScriptedSampler:
-    """Stands in for sampling.generate: call i answers its rows with script[i] (text,
-    whether the turn ends), cut to each row's budget, and records contexts and budgets."""
-
-    def __init__(self, tok, script):
-        self.tok, self.script, self.calls = tok, list(script), []
-
-    def __call__(self, model, prompts, *, max_new_tokens, **kwargs):
-        texts = self.script.pop(0)
-        assert len(texts) == len(prompts)
-        self.calls.append(dict(contexts=[list(p) for p in prompts], budgets=list(max_new_tokens)))
-        rows, truncated = [], []
-        for (text, ends), budget in zip(texts, max_new_tokens):
-            ids = encode(self.tok, text) + ([END] if ends else [])
-            rows.append(ids[:budget])
-            truncated.append(len(ids) > budget or not ends)
-        tokens = np.zeros((len(rows), max(len(r) for r in rows)), np.int32)
-        for i, r in enumerate(rows):
-            tokens[i, :len(r)] = r
-        logp = np.full(tokens.shape, -0.5, np.float32)
-        return sampling.SampleOutput(tokens=tokens, lengths=np.array([len(r) for r in rows]),
-                                     logprobs=logp, policy_logprobs=logp,
-                                     truncated=np.array(truncated))
-
-
 RAMBLE = "2*5 is " * 15     # 75 tokens: runs out of any budget here, no answer
 FAILURE_REPORT = report("failure", 1)
 # Base episodes A0, A1 (question A, answer 7), B0, B1 (question B), 3 attempts, 40
@@ -124,23 +93,8 @@ SCRIPT = [
 
 
 def run_step(c, tok, monkeypatch, script=SCRIPT, records=(QA, QB)):
-    """prepare -> rounds of (engine rollout, follow_up) -> build_batch, as the trainer."""
-    sampler = ScriptedSampler(tok, script)
-    monkeypatch.setattr(sampling, "generate", sampler)
     method = R3L(c, tok)
-    engine = RolloutEngine(tok, ExactIntVerifier(), c.rollout, stop_token_ids=(3, 1), pad_id=0)
-    ctx = StepContext(step=0, config=c, tokenizer=tok, rng=np.random.default_rng(0),
-                      draw_records=lambda n: list(records)[:n], retire=lambda ids: None,
-                      rollout=None, score=None)
-    requests, samples = method.prepare(ctx), []
-    for round_ in range(method.max_rollout_rounds):
-        if not requests:
-            break
-        samples += engine.rollout(None, requests, jax.random.PRNGKey(round_))
-        requests = method.follow_up(samples, ctx)
-    assert not requests and not sampler.script
-    rows = method.build_batch(samples, ctx)
-    return method, samples, rows, ctx, sampler
+    return (method, *scripted_step.run_step(method, c, tok, monkeypatch, script, records))
 
 
 def feedback_block(tok, content):
