@@ -82,6 +82,23 @@ def cut_length(tokenizer, response: Sequence[int]) -> tuple[int, str]:
     return lo, text
 
 
+
+def episode_settings(settings_cls, config, method: str):
+    """The settings of an episode method's `config.method`, or ConfigError: an unknown
+    key, a bad value, or a loss switch made for single responses (DAPO's refill and
+    overlong shaping act on responses, and here episodes are the group members)."""
+    from rl_reason.config_check import ConfigError, method_block
+
+    given = method_block(settings_cls, config, method)
+    if config.loss.dynamic_sampling or config.loss.overlong_buffer:
+        raise ConfigError(f"{method} does not support loss.dynamic_sampling or "
+                          "loss.overlong_buffer (episodes, not single responses, are the "
+                          "group members)")
+    try:
+        return settings_cls(**given)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from e
+
 @dataclasses.dataclass(frozen=True)
 class Attempt:
     """One attempt of an episode, as the episode keeps it.

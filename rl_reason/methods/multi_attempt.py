@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rl_reason import config_check, evaluation_metrics
+from rl_reason import evaluation_metrics
 from rl_reason.data import templates
 from rl_reason.methods import common, episodes as episodes_lib
 from rl_reason.methods.base import FRESH, Method, Outcome, Sample, StepContext
@@ -71,15 +71,7 @@ class MultiAttemptSettings:
     @classmethod
     def from_config(cls, config) -> "MultiAttemptSettings":
         """The settings of `config.method`, or ConfigError naming the key."""
-        given = config_check.method_block(cls, config, "multi_attempt")
-        if config.loss.dynamic_sampling or config.loss.overlong_buffer:
-            raise config_check.ConfigError(
-                "multi_attempt does not support loss.dynamic_sampling or loss.overlong_buffer "
-                "(episodes, not single responses, are the group members)")
-        try:
-            return cls(**given)
-        except (TypeError, ValueError) as e:
-            raise config_check.ConfigError(str(e)) from e
+        return episodes_lib.episode_settings(cls, config, "multi_attempt")
 
 
 def outcome_of(episode: Episode, rule: str) -> str:

@@ -97,15 +97,7 @@ class R3LSettings:
     @classmethod
     def from_config(cls, config) -> "R3LSettings":
         """The settings of `config.method`, or ConfigError naming the key."""
-        given = config_check.method_block(cls, config, "r3l")
-        if config.loss.dynamic_sampling or config.loss.overlong_buffer:
-            raise config_check.ConfigError(
-                "r3l does not support loss.dynamic_sampling or loss.overlong_buffer "
-                "(episodes, not single responses, are the group members)")
-        try:
-            settings = cls(**given)
-        except (TypeError, ValueError) as e:
-            raise config_check.ConfigError(str(e)) from e
+        settings = episodes_lib.episode_settings(cls, config, "r3l")
         G = config.rollout.group_size
         if settings.reflect_retry and (G < 2 or G % 2):
             raise config_check.ConfigError(
