@@ -2,22 +2,15 @@
 batch, and a trainer's step compiles nothing new after the first step."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from rl_reason import models, sampling, sharding, train_step
+from rl_reason import sampling
 from rl_reason.rl import losses
-
-
-def tiny_model():
-    config = models.get_preset("tiny-qwen2", vocab_size=64)
-    params = models.transformer.init_params(config, jax.random.PRNGKey(0))
-    return config, params
+from update_helpers import tiny_update
 
 
 def random_batch(rows: int, length: int, seed: int = 0) -> dict:
@@ -39,17 +32,7 @@ def random_batch(rows: int, length: int, seed: int = 0) -> dict:
 
 
 def one_update(micro_batches: int, loss_config: losses.LossConfig, batch: dict):
-    config, params = tiny_model()
-    mesh = sharding.make_mesh()
-    optim = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=0, weight_decay=0.0,
-                                           b1=0.9, b2=0.999, grad_clip=0.0))
-    optimizer = train_step.make_optimizer(optim)
-    state_sh = train_step.state_shardings(sharding.param_shardings(config, mesh), optimizer,
-                                          jax.eval_shape(lambda p: p, params), mesh)
-    state = train_step.init_state(params, optimizer, state_sh)
-    fns = train_step.build_step_functions(
-        config, loss_config, optimizer, state_sh, mesh, temperature=1.0, logprob_chunk=0,
-        remat=False, skip_grad_norm_above=0.0, micro_batches=micro_batches)
+    fns, state, _ = tiny_update(loss_config, micro_batches, vocab_size=64)
     state, metrics = fns.update(state, {k: jnp.asarray(v) for k, v in batch.items()})
     return jax.device_get(state.params), jax.device_get(state.opt_state), jax.device_get(metrics)
 

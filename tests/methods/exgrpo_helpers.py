@@ -42,9 +42,11 @@ class HalfCorrectVerifier:
         pass
 
 
-def tiny_config(policy: str | None = None, variant: str = "", **overrides):
-    """configs/exgrpo.py:tiny[,variant] with dotted-key overrides ('method.replay_ratio')."""
-    c = exgrpo_config.get_config(",".join(filter(None, ["tiny", variant])))
+def tiny_config(policy: str | None = None, variant: str = "", config_module=exgrpo_config,
+                **overrides):
+    """configs/exgrpo.py:tiny[,variant] (or another config module built on it, such as
+    configs/lte_exgrpo.py) with dotted-key overrides ('method.replay_ratio')."""
+    c = config_module.get_config(",".join(filter(None, ["tiny", variant])))
     c.unlock()
     if policy:
         c.model.checkpoint = policy

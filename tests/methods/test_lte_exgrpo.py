@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import lte_exgrpo as lte_exgrpo_config
-from exgrpo_helpers import FakeContext, HalfCorrectVerifier, record, sample
+from exgrpo_helpers import FakeContext, HalfCorrectVerifier, record, sample, tiny_config
 from rl_reason import models, run_setup, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.methods.experience import Trajectory, text_key
@@ -23,17 +23,7 @@ def tokenizer(tiny_policy):
 
 
 def config(policy=None, variant="", **overrides):
-    c = lte_exgrpo_config.get_config(",".join(filter(None, ["tiny", variant])))
-    c.unlock()
-    if policy:
-        c.model.checkpoint = policy
-    c.train.export_hf = False
-    c.verifier.num_workers = 1
-    c.optim.update(learning_rate=1e-3, warmup_steps=0)
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        c[section][name] = value
-    return c
+    return tiny_config(policy, variant, config_module=lte_exgrpo_config, **overrides)
 
 
 def mixing_step(tokenizer):

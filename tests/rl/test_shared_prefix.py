@@ -5,15 +5,15 @@ unshared rows do: log-probs, entropies, the loss and its gradient, and the updat
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from rl_reason import models, sharding, train_step
+from rl_reason import models, sharding
 from rl_reason.methods.base import Row
 from rl_reason.rl import batch as batch_lib
 from rl_reason.rl import logprobs as logprobs_lib
 from rl_reason.rl import losses
+from update_helpers import tiny_update
 
 V = 64
 
@@ -211,18 +211,8 @@ def optimizer_norm(tree):
 
 
 def one_update(batch, micro_batches):
-    config, params = tiny_model()
-    mesh = sharding.make_mesh()
-    optim = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=0, weight_decay=0.0,
-                                           b1=0.9, b2=0.999, grad_clip=0.0))
-    optimizer = train_step.make_optimizer(optim)
-    state_sh = train_step.state_shardings(sharding.param_shardings(config, mesh), optimizer,
-                                          jax.eval_shape(lambda p: p, params), mesh)
-    state = train_step.init_state(params, optimizer, state_sh)
-    fns = train_step.build_step_functions(
-        config, losses.LossConfig(entropy_coef=0.01), optimizer, state_sh, mesh,
-        temperature=1.0, logprob_chunk=0, remat=False, skip_grad_norm_above=0.0,
-        micro_batches=micro_batches)
+    fns, state, mesh = tiny_update(losses.LossConfig(entropy_coef=0.01), micro_batches,
+                                   vocab_size=V)
     rows_sh = sharding.batch_sharding(mesh)
     batch = {k: jax.device_put(v, rows_sh) for k, v in batch.items()}
     batch["old_logp"] = fns.logprobs(state.params, batch)
