@@ -23,6 +23,18 @@ import time
 PREFIX = "@@"
 
 
+def worker_args() -> tuple[str, dict]:
+    """(checkpoint folder, job) of a worker started as `--checkpoint DIR --job FILE`."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--job", required=True)
+    args = parser.parse_args()
+    with open(args.job) as f:
+        return args.checkpoint, json.load(f)
+
+
 def emit(kind: str, payload: dict) -> None:
     sys.stdout.write(f"{PREFIX}{kind} {json.dumps(payload)}\n")
     sys.stdout.flush()

@@ -19,8 +19,6 @@ the rest of the step).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import tempfile
@@ -32,12 +30,7 @@ import protocol  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--job", required=True)
-    args = parser.parse_args()
-    with open(args.job) as f:
-        job = json.load(f)
+    checkpoint, job = protocol.worker_args()
 
     import datasets
     import torch
@@ -46,9 +39,9 @@ def main() -> None:
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     transformers.utils.logging.set_verbosity_error()
-    model = transformers.AutoModelForCausalLM.from_pretrained(args.checkpoint,
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint,
                                                               dtype=torch.float32)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(args.checkpoint)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
     prompts, answers = job["prompts"], job["answers"]
     rows = len(prompts) * job["group"]
     steps = job["warmup_steps"] + 10**4

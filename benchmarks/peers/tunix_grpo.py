@@ -18,8 +18,6 @@ advantages, batching, tunix's bookkeeping).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
@@ -28,39 +26,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 import protocol  # noqa: E402
+from tunix_sampler import load  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--job", required=True)
-    args = parser.parse_args()
-    with open(args.job) as f:
-        job = json.load(f)
+    checkpoint, job = protocol.worker_args()
 
-    import jax
     import optax
     import transformers
-    from tunix.models.qwen2 import model as qwen2_model
-    from tunix.models.qwen2 import params as qwen2_params
     from tunix.rl import rl_cluster as rl_cluster_lib
     from tunix.rl.grpo import grpo_learner
     from tunix.rl.rollout import base_rollout
 
-    with open(os.path.join(args.checkpoint, "config.json")) as f:
-        hf = json.load(f)
-    config = qwen2_model.ModelConfig(
-        num_layers=hf["num_hidden_layers"], vocab_size=hf["vocab_size"],
-        embed_dim=hf["hidden_size"], hidden_dim=hf["intermediate_size"],
-        num_heads=hf["num_attention_heads"],
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
-        num_kv_heads=hf["num_key_value_heads"], rope_theta=int(hf["rope_theta"]),
-        norm_eps=hf["rms_norm_eps"], use_tied_embedding=hf["tie_word_embeddings"])
-    mesh = jax.make_mesh((1, 1), ("fsdp", "tp"), devices=jax.devices()[:1],
-                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
-    with mesh:
-        model = qwen2_params.create_model_from_safe_tensors(args.checkpoint, config, mesh)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(args.checkpoint)
+    model, _, mesh = load(checkpoint)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
 
     prompts, answers = job["prompts"], job["answers"]
     prompt_len = max(len(tokenizer.encode(p, add_special_tokens=False)) for p in prompts)

@@ -13,7 +13,6 @@ temperature 1 with top-p 1 and no top-k (the only stop id is -1, which is never 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -50,19 +49,14 @@ def load(checkpoint: str):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--job", required=True)
-    args = parser.parse_args()
-    with open(args.job) as f:
-        job = json.load(f)
+    checkpoint, job = protocol.worker_args()
 
     import jax
     import transformers
     from tunix.generate import sampler as sampler_lib
 
-    model, config, mesh = load(args.checkpoint)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(args.checkpoint)
+    model, config, mesh = load(checkpoint)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
     sampler = sampler_lib.Sampler(
         model, tokenizer,
         sampler_lib.CacheConfig(cache_size=job["prompt_len"] + job["new_tokens"],
