@@ -215,6 +215,10 @@ def _format_value(value: Any) -> str:
 class Progress:
     """One console line: step/total, smoothed steps/s, ETA and a few chosen metrics.
 
+    With a `token_budget` (a run stopped at a number of generated tokens), each update
+    also takes the tokens generated so far: the line shows them against the budget,
+    and the percentage and ETA follow whichever limit comes first.
+
     On a terminal the line is redrawn in place (at most every `every_secs`, default
     0.5 s). Elsewhere (CI logs, `nohup`, files) it prints a whole new line on the first
     update, then every `every_secs` (default 30 s) or every `every_steps` steps, and
@@ -227,8 +231,10 @@ class Progress:
     def __init__(self, total_steps: int, *, start_step: int = 0,
                  show: tuple[str, ...] = ("reward_mean", "accuracy", "tokens_per_s"),
                  every_secs: float | None = None, every_steps: int | None = None,
-                 stream: TextIO | None = None, smoothing: float = 0.3):
+                 stream: TextIO | None = None, smoothing: float = 0.3,
+                 token_budget: int = 0, start_tokens: int = 0):
         self.total_steps, self.show = int(total_steps), tuple(show)
+        self.token_budget = int(token_budget)
         self.stream = stream if stream is not None else sys.stdout
         isatty = getattr(self.stream, "isatty", None)
         self.interactive = bool(isatty and isatty())
@@ -240,6 +246,8 @@ class Progress:
         self._last_step, self._last_time = int(start_step), time.perf_counter()
         self._intervals = 0
         self._rate: float | None = None          # steps per second, smoothed
+        self._tokens = int(start_tokens)
+        self._token_rate: float | None = None    # generated tokens per second, smoothed
         self._last_print: float | None = None
         self._drawn = False                      # a terminal line is waiting for "\n"
 
@@ -247,17 +255,18 @@ class Progress:
     def steps_per_sec(self) -> float | None:
         return self._rate
 
-    def update(self, step: int, metrics: Mapping[str, Any] | None = None) -> None:
+    def update(self, step: int, metrics: Mapping[str, Any] | None = None,
+               tokens: int | None = None) -> None:
         now = time.perf_counter()
         step = int(step)
+        tokens = self._tokens if tokens is None else int(tokens)
         if step > self._last_step and now > self._last_time:
-            rate = (step - self._last_step) / (now - self._last_time)
+            elapsed = now - self._last_time
             self._intervals += 1
-            if self._intervals <= 2 or self._rate is None:
-                self._rate = rate   # the 2nd interval replaces the compile-heavy 1st
-            else:
-                self._rate = self.smoothing * rate + (1 - self.smoothing) * self._rate
-        self._last_step, self._last_time = step, now
+            self._rate = self._smooth(self._rate, (step - self._last_step) / elapsed)
+            self._token_rate = self._smooth(self._token_rate,
+                                            (tokens - self._tokens) / elapsed)
+        self._last_step, self._last_time, self._tokens = step, now, tokens
         if not self._enabled or not self._due(step, now):
             return
         self._last_print = now
@@ -269,18 +278,33 @@ class Progress:
             self.stream.write(line + "\n")
         self.stream.flush()
 
+    def _smooth(self, current: float | None, rate: float) -> float:
+        if self._intervals <= 2 or current is None:
+            return rate     # the 2nd interval replaces the compile-heavy 1st
+        return self.smoothing * rate + (1 - self.smoothing) * current
+
+    def _budget_spent(self) -> bool:
+        return bool(self.token_budget) and self._tokens >= self.token_budget
+
     def _due(self, step: int, now: float) -> bool:
-        if self._last_print is None or step >= self.total_steps:
+        if self._last_print is None or step >= self.total_steps or self._budget_spent():
             return True
         if self.every_steps and step % self.every_steps == 0:
             return True
         return now - self._last_print >= self.every_secs
 
     def format_line(self, step: int, metrics: Mapping[str, Any]) -> str:
-        percent = 100.0 * step / self.total_steps if self.total_steps else 100.0
-        parts = [f"step {step}/{self.total_steps} ({percent:.0f}%)"]
+        fraction = step / self.total_steps if self.total_steps else 1.0
+        head = f"step {step}/{self.total_steps}"
+        if self.token_budget:
+            fraction = max(fraction, self._tokens / self.token_budget)
+            head += f", tokens {self._tokens:,}/{self.token_budget:,}"
+        parts = [f"{head} ({100.0 * min(fraction, 1.0):.0f}%)"]
         if self._rate:
             remaining = max(self.total_steps - step, 0) / self._rate
+            if self.token_budget and self._token_rate:
+                remaining = min(remaining, max(self.token_budget - self._tokens, 0)
+                                / self._token_rate)
             speed = (f"{self._rate:.2f} steps/s" if self._rate >= 1
                      else f"{1 / self._rate:.1f} s/step")
             parts.append(f"{speed}, ETA {_format_duration(remaining)}")

@@ -144,7 +144,9 @@ class Trainer:
             return {}
         if self.step == 0:
             self._log(0, self.evaluate(), prefix_only=True)
-        progress = metrics_lib.Progress(total, start_step=self.step)
+        progress = metrics_lib.Progress(total, start_step=self.step,
+                                        token_budget=c.train.max_generated_tokens,
+                                        start_tokens=self.engine.generated_tokens)
         last: dict = {}
         evaluated_at = None
         try:
@@ -160,7 +162,7 @@ class Trainer:
                     last.update(self.evaluate())
                     evaluated_at = self.step
                 self._log(self.step, last)
-                progress.update(self.step, last)
+                progress.update(self.step, last, tokens=self.engine.generated_tokens)
                 if self.checkpointer.should_save(self.step) or is_last:
                     self._save(force=is_last)
                 if is_last:

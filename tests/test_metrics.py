@@ -149,6 +149,26 @@ def test_progress_without_a_terminal_prints_whole_lines_with_rate_and_eta(clock)
     ]
 
 
+def test_progress_with_a_token_budget_follows_the_first_limit(clock):
+    stream = io.StringIO()
+    progress = Progress(1000, start_step=10, stream=stream, every_secs=0,
+                        token_budget=10_000, start_tokens=4_000, show=())
+    clock.now += 50.0                     # first step: compilation
+    progress.update(11, tokens=4_500)
+    clock.now += 10.0
+    progress.update(12, tokens=5_500)     # 100 tokens/s replaces the first interval
+    clock.now += 10.0
+    progress.update(13, tokens=10_000)    # the budget is spent: always printed
+    progress.close()
+    assert stream.getvalue().split("\n")[:-1] == [
+        "step 11/1000, tokens 4,500/10,000 (45%) | 50.0 s/step, ETA 0:09:10",
+        # Steps alone would leave 988 steps at 10 s/step; the budget's 4,500 tokens at
+        # 100 tokens/s come first.
+        "step 12/1000, tokens 5,500/10,000 (55%) | 10.0 s/step, ETA 0:00:45",
+        "step 13/1000, tokens 10,000/10,000 (100%) | 10.0 s/step, ETA 0:00:00",
+    ]
+
+
 def test_progress_every_n_steps_and_on_a_terminal_redraws_in_place(clock):
     class Terminal(io.StringIO):
         def isatty(self):
