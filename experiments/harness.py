@@ -188,6 +188,7 @@ def plot_curves(workdirs: dict[str, list[str]], keys: Sequence[str], out: str) -
     token grid) with a +-SE band."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
@@ -207,12 +208,17 @@ def plot_curves(workdirs: dict[str, list[str]], keys: Sequence[str], out: str) -
                 np.array([0.0])
             values = np.array([np.interp(grid, x, y) for x, y in series])
             mean = values.mean(axis=0)
-            line, = ax.plot(grid, mean, label=arm, color=colours[arm])
+            # Evaluations logged only at the start and the end: mark the measured points.
+            sparse = max(len(x) for x, _ in series) <= 3
+            line, = ax.plot(grid, mean, label=arm, color=colours[arm],
+                            marker="o" if sparse else None,
+                            markevery=[0, len(grid) - 1] if sparse else None)
             if len(series) > 1:
                 se = values.std(axis=0, ddof=1) / math.sqrt(len(series))
                 ax.fill_between(grid, mean - se, mean + se, color=line.get_color(), alpha=0.2)
         ax.set_title(key)
         ax.set_xlabel("generated tokens")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
         ax.grid(alpha=0.3)
     for ax in axes[len(keys):]:
         ax.set_visible(False)
