@@ -6,13 +6,15 @@ each ablation from the same start, at one generated-token budget, over seeds.
     python experiments/ablate.py --config=r3l --variants=no_pivotal_credit,no_amplification
     python experiments/ablate.py --config=lte \\
         --switch=no_hint_cap:method.max_hint_answers=0 --switch=lr3e5:optim.learning_rate=3e-5
-    ... [--baseline=grpo] [--seeds=0,1,2] [--budget=TOKENS] [--start=HF_FOLDER]
-        [--config.key=value ...] [--smoke]
+    ... [--baseline=grpo] [--report=eval/attempts@3,eval/greedy_accuracy]
+        [--seeds=0,1,2] [--budget=TOKENS] [--start=HF_FOLDER] [--config.key=value ...]
+        [--smoke]
 
 Arms: `<config>` (the config as it stands), `<config>_<variant>` for each named variant
 (`configs/<config>.py:<variant>`), `<config>_<name>` for each `--switch=NAME:key=value[,
 key=value...]` (values read as the type of the key they replace), and `--baseline`'s
-config when given. A config's named ablations are its `ABLATIONS` (a tuple of variant
+config when given. `--report` names the final metrics of the table (default: greedy
+accuracy, avg@4, pass@4). A config's named ablations are its `ABLATIONS` (a tuple of variant
 names, or a dict of variant name -> overrides). Everything else is the harness's
 (experiments/harness.py): one start, one budget, resumable workdirs in
 runs/ablate_<config>, results in experiments/results/ablate_<config>/ (results.md,
@@ -93,6 +95,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--switch", action="append", default=[],
                         help="NAME:key=value[,key=value...], one arm each (repeatable)")
     parser.add_argument("--baseline", default="", help="a config to run alongside, e.g. grpo")
+    parser.add_argument("--report", default=",".join(REPORT),
+                        help="comma-separated metrics for the results table")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     config = args.config.removeprefix("configs/").removesuffix(".py")
     try:
@@ -109,7 +113,10 @@ def main(argv=None) -> dict:
     arms = arms_for(config, list(variants), args.switch, args.baseline)
     if len(arms) < 2:
         raise SystemExit(f"configs/{config}.py names no ABLATIONS: give --variants or --switch")
-    return harness.main(arms, rest, name=f"ablate_{config}", report=REPORT, curves=CURVES,
+    report = tuple(k for k in args.report.split(",") if k)
+    if not report:
+        raise SystemExit("--report: name at least one metric, e.g. eval/greedy_accuracy")
+    return harness.main(arms, rest, name=f"ablate_{config}", report=report, curves=CURVES,
                         default_budget=DEFAULT_BUDGET)
 
 

@@ -247,6 +247,8 @@ def test_ablate_rejects_an_unknown_variant_or_config():
         ablate.main(["--config=nope"])
     with pytest.raises(SystemExit, match="names no ABLATIONS"):
         ablate.main(["--config=grpo", "--smoke"])
+    with pytest.raises(SystemExit, match="--report"):
+        ablate.main(["--config=r3l", "--report=,", "--smoke"])
 
 
 def test_compare_methods_evaluates_every_arm_alike(tiny_policy):
@@ -296,13 +298,16 @@ def test_ablate_smoke_runs_the_full_config_a_variant_and_a_switch(tiny_policy, t
     out, runs = tmp_path / "out", tmp_path / "runs"
     results = ablate.main(["--config=r3l", "--variants=no_pivotal_credit",
                            "--switch=alpha1:method.alpha=1.0", "--smoke",
+                           "--report=eval/attempts@3,eval/greedy_accuracy",
                            f"--start={tiny_policy}", f"--out={out}", f"--runs={runs}"])
     assert list(results) == ["r3l", "r3l_no_pivotal_credit", "r3l_alpha1"]
     with open(runs / "r3l_alpha1" / "seed0" / "config.json") as f:
         assert json.load(f)["method"]["alpha"] == 1.0
     with open(runs / "r3l_no_pivotal_credit" / "seed0" / "config.json") as f:
         assert json.load(f)["method"]["pivotal_credit"] is False
-    assert "| r3l_alpha1 seed 0 |" in (out / "results.md").read_text()
+    text = (out / "results.md").read_text()
+    assert "| r3l_alpha1 seed 0 |" in text
+    assert "| arm | seeds | attempts@3 | greedy_accuracy | wall_minutes |" in text
 
 
 def test_a_stopped_sweep_leaves_partial_results_seed_major(tmp_path, monkeypatch):
