@@ -20,6 +20,8 @@ Outputs in OUT (committed with the project; workdirs live under RUNS, which is n
     curves.png      per-arm mean (+- SE band) over seeds against generated tokens
 
 `--smoke` runs each arm for two steps with the `tiny` variant and one seed (CI).
+`--report_only` writes the outputs from the runs already finished and starts or resumes
+none (a look at a sweep that another process is running).
 """
 
 from __future__ import annotations
@@ -125,6 +127,34 @@ def final_metrics(workdir: str, keys: Sequence[str]) -> dict[str, float]:
 # Gaps between logged lines longer than this are pauses (a stopped and resumed run),
 # not time the run spent.
 PAUSE_S = 600.0
+
+
+def run_finished(workdir: str, budget: int, max_steps: int) -> bool:
+    """Whether the run in `workdir` reached its generation budget or step limit and
+    logged its final evaluation (what `--report_only` reports)."""
+    try:
+        lines = read_lines(workdir)
+    except FileNotFoundError:
+        return False
+    steps = [line for line in lines if TOKENS in line]
+    if not steps:
+        return False
+    last = steps[-1]
+    if float(last[TOKENS]) < budget and int(last["step"]) < max_steps:
+        return False
+    return any(line["step"] == last["step"] and any(k.startswith("eval/") for k in line)
+               for line in lines)
+
+
+def recorded_start(workdirs: Sequence[str]) -> str:
+    """The start checkpoint recorded in the first of `workdirs` that has a config."""
+    for workdir in workdirs:
+        try:
+            with open(os.path.join(workdir, "config.json")) as f:
+                return str(json.load(f)["model"]["checkpoint"])
+        except (FileNotFoundError, KeyError, json.JSONDecodeError):
+            continue
+    return "(no finished run records one)"
 
 
 def run_minutes(workdir: str) -> float:
@@ -250,6 +280,9 @@ def parse_args(argv, name: str, default_budget: int, default_seeds: str):
                         "runs/NAME_smoke, so it never resumes or overwrites a sweep)")
     parser.add_argument("--smoke", action="store_true",
                         help="two steps of each arm with the tiny variant, one seed (CI)")
+    parser.add_argument("--report_only", action="store_true",
+                        help="write the results of the runs already finished; start or "
+                        "resume none")
     args, rest = parser.parse_known_args(argv)
     overrides = []
     for flag in rest:
@@ -311,27 +344,37 @@ def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
     unknown = set(filter(None, args.arms.split(","))) - {a.name for a in arms}
     if unknown or not chosen:
         raise SystemExit(f"unknown arms {sorted(unknown)}; arms are {[a.name for a in arms]}")
-    start = resolve_start(args, start, args.smoke)
+    workdirs = [(seed, arm, os.path.join(args.runs, arm.name, f"seed{seed}"))
+                for seed in args.seeds for arm in chosen]
+    if args.report_only:
+        workdirs = [(seed, arm, d) for seed, arm, d in workdirs if run_finished(
+            d, args.budget, 2 if args.smoke else args.max_steps)]
+        if not workdirs:
+            raise SystemExit(f"--report_only: no finished run under {args.runs}")
+        start = args.start or recorded_start([d for _, _, d in workdirs])
+    else:
+        start = resolve_start(args, start, args.smoke)
     total = len(chosen) * len(args.seeds)
     results: dict[str, dict[int, dict[str, float]]] = {}
     # Seed-major: a sweep stopped part way has every arm at the same number of seeds.
-    for seed in args.seeds:
-        for arm in chosen:
-            workdir = os.path.join(args.runs, arm.name, f"seed{seed}")
+    for seed, arm, workdir in workdirs:
+        if not args.report_only:
             print(f"=== {name}: {arm.name}, seed {seed} -> {workdir}", flush=True)
             config = build_config(arm, seed=seed, start=start, budget=args.budget,
                                   max_steps=args.max_steps, smoke=args.smoke,
                                   overrides=overrides)
             train.run(config, workdir)
-            metrics = final_metrics(workdir, report)
-            metrics[MINUTES] = run_minutes(workdir)
-            results.setdefault(arm.name, {})[seed] = metrics
-            # Written after every run, so a stopped sweep leaves the results so far.
-            ordered = {a.name: results[a.name] for a in chosen if a.name in results}
-            text = write_results(args, name, start, ordered, report, curves, total)
+        metrics = final_metrics(workdir, report)
+        metrics[MINUTES] = run_minutes(workdir)
+        results.setdefault(arm.name, {})[seed] = metrics
+        if args.report_only and workdir != workdirs[-1][2]:
+            continue
+        # Written after every run, so a stopped sweep leaves the results so far.
+        ordered = {a.name: results[a.name] for a in chosen if a.name in results}
+        text = write_results(args, name, start, ordered, report, curves, total)
     print(text)
     print(f"Wrote {args.out}/results.md, results.json and curves.png", flush=True)
-    return {a.name: results[a.name] for a in chosen}
+    return {a.name: results[a.name] for a in chosen if a.name in results}
 
 
 def run_dirs(runs: str, results: dict) -> dict[str, list[str]]:

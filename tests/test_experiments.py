@@ -310,6 +310,44 @@ def test_ablate_smoke_runs_the_full_config_a_variant_and_a_switch(tiny_policy, t
     assert "| arm | seeds | attempts@3 | greedy_accuracy | wall_minutes |" in text
 
 
+def _logged_run(workdir, *, tokens, accuracy, final_eval=True):
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump({"model": {"checkpoint": "/the/start"}}, f)
+    lines = [{"step": 0, "wall_time": 0.0, "eval/greedy_accuracy": 0.1},
+             {"step": 1, "wall_time": 30.0, harness.TOKENS: tokens / 2, "loss": 0.5},
+             {"step": 2, "wall_time": 60.0, harness.TOKENS: tokens, "loss": 0.4}]
+    if final_eval:
+        lines[-1]["eval/greedy_accuracy"] = accuracy
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.write("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_report_only_reads_finished_runs_and_starts_none(tmp_path, monkeypatch):
+    from rl_reason import train
+
+    def no_run(config, workdir):
+        raise AssertionError("--report_only started a run")
+
+    monkeypatch.setattr(train, "run", no_run)
+    runs = tmp_path / "runs"
+    _logged_run(runs / "a" / "seed0", tokens=120, accuracy=0.3)
+    _logged_run(runs / "a" / "seed1", tokens=60, accuracy=0.9)      # still running
+    _logged_run(runs / "b" / "seed1", tokens=130, accuracy=0.5)
+    _logged_run(runs / "b" / "seed0", tokens=125, accuracy=0.7, final_eval=False)
+    arms = [harness.Arm("a", "grpo"), harness.Arm("b", "grpo"), harness.Arm("c", "grpo")]
+    argv = ["--seeds=0,1", "--report_only", f"--out={tmp_path / 'out'}", f"--runs={runs}"]
+    results = harness.main(arms, argv, name="demo", report=("eval/greedy_accuracy",),
+                           curves=("eval/greedy_accuracy",), default_budget=100)
+    assert {arm: sorted(seeds) for arm, seeds in results.items()} == {"a": [0], "b": [1]}
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "Start: `/the/start`" in text and "Partial: 2 of 6 runs finished." in text
+    assert "| a | 1 | 0.300 ± 0.000 |" in text and "| b | 1 | 0.500 ± 0.000 |" in text
+    with pytest.raises(SystemExit, match="no finished run"):
+        harness.main(arms, argv[:2] + [f"--runs={tmp_path / 'empty'}"], name="demo",
+                     report=("eval/greedy_accuracy",), curves=(), default_budget=100)
+
+
 def test_a_stopped_sweep_leaves_partial_results_seed_major(tmp_path, monkeypatch):
     from rl_reason import train
     calls = []
