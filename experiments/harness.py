@@ -356,6 +356,11 @@ def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
         start = resolve_start(args, start, args.smoke)
     total = len(chosen) * len(args.seeds)
     results: dict[str, dict[int, dict[str, float]]] = {}
+
+    def write() -> str:
+        ordered = {a.name: results[a.name] for a in chosen if a.name in results}
+        return write_results(args, name, start, ordered, report, curves, total)
+
     # Seed-major: a sweep stopped part way has every arm at the same number of seeds.
     for seed, arm, workdir in workdirs:
         if not args.report_only:
@@ -367,11 +372,10 @@ def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
         metrics = final_metrics(workdir, report)
         metrics[MINUTES] = run_minutes(workdir)
         results.setdefault(arm.name, {})[seed] = metrics
-        if args.report_only and workdir != workdirs[-1][2]:
-            continue
-        # Written after every run, so a stopped sweep leaves the results so far.
-        ordered = {a.name: results[a.name] for a in chosen if a.name in results}
-        text = write_results(args, name, start, ordered, report, curves, total)
+        if not args.report_only:
+            text = write()     # after every run, so a stopped sweep leaves the results so far
+    if args.report_only:
+        text = write()
     print(text)
     print(f"Wrote {args.out}/results.md, results.json and curves.png", flush=True)
     return {a.name: results[a.name] for a in chosen if a.name in results}

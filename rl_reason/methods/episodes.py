@@ -82,7 +82,6 @@ def cut_length(tokenizer, response: Sequence[int]) -> tuple[int, str]:
     return lo, text
 
 
-
 def episode_settings(settings_cls, config, method: str):
     """The settings of an episode method's `config.method`, or ConfigError: an unknown
     key, a bad value, or a loss switch made for single responses (DAPO's refill and
@@ -98,6 +97,7 @@ def episode_settings(settings_cls, config, method: str):
         return settings_cls(**given)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from e
+
 
 @dataclasses.dataclass(frozen=True)
 class Attempt:
