@@ -124,8 +124,9 @@ def final_metrics(workdir: str, keys: Sequence[str]) -> dict[str, float]:
     return found
 
 
-# Gaps between logged lines longer than this are pauses (a stopped and resumed run),
-# not time the run spent.
+# A gap between logged lines that exceeds the time the later line accounts for (its
+# step and evaluation seconds) by more than this is a pause (a stopped and resumed
+# run), not time the run spent.
 PAUSE_S = 600.0
 
 
@@ -158,10 +159,20 @@ def recorded_start(workdirs: Sequence[str]) -> str:
 
 
 def run_minutes(workdir: str) -> float:
-    """Wall-clock minutes a run spent, pauses between a stop and its resume excluded."""
-    times = [float(line["wall_time"]) for line in read_lines(workdir) if "wall_time" in line]
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    return sum(g for g in gaps if 0 <= g < PAUSE_S) / 60.0
+    """Wall-clock minutes a run spent, pauses between a stop and its resume excluded.
+
+    Each logged line accounts for its own step and evaluation seconds, so a long final
+    evaluation is counted; of a gap that is a pause only those seconds count."""
+    lines = [line for line in read_lines(workdir) if "wall_time" in line]
+
+    def own(line) -> float:
+        return float(line.get("time/step", 0.0)) + float(line.get("eval/seconds", 0.0))
+
+    total = own(lines[0]) if lines else 0.0
+    for prev, line in zip(lines, lines[1:]):
+        gap = float(line["wall_time"]) - float(prev["wall_time"])
+        total += own(line) if gap - own(line) > PAUSE_S else max(gap, 0.0)
+    return total / 60.0
 
 
 def machine() -> str:
