@@ -55,7 +55,7 @@ METHODS = ("grpo", "exgrpo", "lte", "lte_exgrpo", "multi_attempt", "r3l", "failu
 ARMS = [harness.Arm(m, m, overrides=PROTOCOL) for m in METHODS]
 REPORT = ("eval/greedy_accuracy", "eval/avg@8", "eval/pass@8", "eval/attempts@1",
           "eval/attempts@3")
-CURVES = ("reward_mean", "entropy", "response_length", "eval/greedy_accuracy",
+CURVES = ("reward_mean", "entropy", "response_length_mean", "eval/greedy_accuracy",
           "eval/pass@8", "eval/attempts@3")
 # About 20 steps of GRPO's default (16 questions x 8 samples x ~45 tokens).
 DEFAULT_BUDGET = 120_000

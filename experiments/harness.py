@@ -224,9 +224,10 @@ def results_table(results: dict[str, dict[int, dict[str, float]]], keys: Sequenc
     return "\n".join(lines)
 
 
-def plot_curves(workdirs: dict[str, list[str]], keys: Sequence[str], out: str) -> None:
+def plot_curves(workdirs: dict[str, list[str]], keys: Sequence[str], out: str) -> list[str]:
     """One panel per metric; per arm the mean over seeds (interpolated on a common
-    token grid) with a +-SE band."""
+    token grid) with a +-SE band. Returns the metrics no arm logged (their panels say
+    so), which a misspelt key would otherwise leave as an empty panel."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
@@ -238,12 +239,15 @@ def plot_curves(workdirs: dict[str, list[str]], keys: Sequence[str], out: str) -
     axes = figure.subplots(rows, cols, squeeze=False).ravel()
     # One colour per arm in every panel, whether or not the arm logs the panel's metric.
     colours = {arm: f"C{i % 10}" for i, arm in enumerate(workdirs)}
+    unlogged = []
     for ax, key in zip(axes, keys):
+        drawn = False
         for arm, dirs in workdirs.items():
             series = [curve(d, key) for d in dirs]
             series = [(x, y) for x, y in series if len(x)]
             if not series:
                 continue
+            drawn = True
             end = min(x[-1] for x, _ in series)
             grid = np.linspace(min(x[0] for x, _ in series), end, 50) if end > 0 else \
                 np.array([0.0])
@@ -257,6 +261,10 @@ def plot_curves(workdirs: dict[str, list[str]], keys: Sequence[str], out: str) -
             if len(series) > 1:
                 se = values.std(axis=0, ddof=1) / math.sqrt(len(series))
                 ax.fill_between(grid, mean - se, mean + se, color=line.get_color(), alpha=0.2)
+        if not drawn:
+            unlogged.append(key)
+            ax.text(0.5, 0.5, "not logged by any run", transform=ax.transAxes,
+                    ha="center", va="center")
         ax.set_title(key)
         ax.set_xlabel("generated tokens")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
@@ -269,6 +277,7 @@ def plot_curves(workdirs: dict[str, list[str]], keys: Sequence[str], out: str) -
     if labels:
         figure.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4))
     figure.savefig(out, dpi=110)
+    return unlogged
 
 
 def parse_args(argv, name: str, default_budget: int, default_seeds: str):
@@ -431,6 +440,9 @@ def write_results(args, name: str, start: str, results: dict, report: Sequence[s
         json.dump({"name": name, "start": start, "budget": args.budget, "seeds": args.seeds,
                    "smoke": args.smoke, "machine": machine(), "finished_runs": done,
                    "planned_runs": total, "results": results}, f, indent=2)
-    plot_curves(run_dirs(args.runs, results), curves, os.path.join(args.out, "curves.png"))
+    unlogged = plot_curves(run_dirs(args.runs, results), curves,
+                           os.path.join(args.out, "curves.png"))
+    if unlogged and results:
+        print(f"Warning: no run logged {', '.join(unlogged)}; their curve panels are empty.")
     return text
 

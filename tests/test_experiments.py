@@ -213,6 +213,23 @@ def test_run_minutes_leaves_out_pauses(tmp_path):
     assert harness.run_minutes(str(tmp_path)) == pytest.approx(3.0)
 
 
+def test_plot_curves_names_the_metrics_no_run_logged(tmp_path):
+    dirs = {}
+    for arm in ("a", "b"):
+        workdir = tmp_path / arm
+        workdir.mkdir()
+        lines = [{"step": 0, "eval/greedy_accuracy": 0.1},
+                 {"step": 1, "budget/generated_tokens": 100, "reward_mean": 0.2},
+                 {"step": 2, "budget/generated_tokens": 200, "reward_mean": 0.3,
+                  "eval/greedy_accuracy": 0.4}]
+        (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(l) for l in lines))
+        dirs[arm] = [str(workdir)]
+    out = tmp_path / "curves.png"
+    unlogged = harness.plot_curves(dirs, ("reward_mean", "response_length",
+                                          "eval/greedy_accuracy"), str(out))
+    assert unlogged == ["response_length"] and out.stat().st_size > 0
+
+
 def test_run_minutes_counts_a_long_final_evaluation(tmp_path):
     # The step-0 evaluation (100 s) is logged with its line; the final one takes 900 s,
     # longer than a pause, but the line accounts for it, so it is not left out.
@@ -302,6 +319,12 @@ def test_compare_methods_smoke_runs_every_method(tiny_policy, tmp_path):
     summary = json.loads((out / "results.json").read_text())
     assert set(summary["initial"]) == set(compare_methods.METHODS)
     assert (out / "curves.png").stat().st_size > 0
+    # Every training curve is a metric some method logs (the smoke's evaluation draws
+    # fewer samples, so it has no pass@8 to check).
+    dirs = harness.run_dirs(str(runs), results)
+    for key in compare_methods.CURVES:
+        if not key.startswith("eval/"):
+            assert any(len(harness.curve(d, key)[0]) for ds in dirs.values() for d in ds), key
 
 
 @pytest.mark.slow
