@@ -159,7 +159,9 @@ def recorded_start(workdirs: Sequence[str]) -> str:
 
 
 def run_minutes(workdir: str) -> float:
-    """Wall-clock minutes a run spent, pauses between a stop and its resume excluded.
+    """Wall-clock minutes a run spent after its step-0 evaluation (which runs that start
+    alike share, so it is no method's cost), pauses between a stop and its resume
+    excluded.
 
     Each logged line accounts for its own step and evaluation seconds, so a long final
     evaluation is counted; of a gap that is a pause only those seconds count."""
@@ -168,7 +170,7 @@ def run_minutes(workdir: str) -> float:
     def own(line) -> float:
         return float(line.get("time/step", 0.0)) + float(line.get("eval/seconds", 0.0))
 
-    total = own(lines[0]) if lines else 0.0
+    total = 0.0
     for prev, line in zip(lines, lines[1:]):
         gap = float(line["wall_time"]) - float(prev["wall_time"])
         total += own(line) if gap - own(line) > PAUSE_S else max(gap, 0.0)
@@ -432,8 +434,8 @@ def write_results(args, name: str, start: str, results: dict, report: Sequence[s
             f"{' (smoke)' if args.smoke else ''}; seeds {args.seeds}. Mean ± standard error "
             f"over seeds of the final held-out evaluation.{progress}\n\n"
             + results_table(results, tuple(report) + (MINUTES,)) + "\n"
-            + f"\nMachine: {machine()}; {MINUTES}: each run's wall-clock time, pauses "
-            f"between a stop and its resume excluded.\n")
+            + f"\nMachine: {machine()}; {MINUTES}: each run's wall-clock time after its "
+            f"step-0 evaluation, pauses between a stop and its resume excluded.\n")
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(text)
     with open(os.path.join(args.out, "results.json"), "w") as f:

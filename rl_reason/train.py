@@ -361,8 +361,13 @@ class Trainer:
         eval_dir = os.path.join(self.workdir, "eval")
         # Runs that start alike share their step-0 evaluation (evaluation/initial.py).
         shared = self.step == 0 and c.eval.share_initial and jax.process_count() == 1
+        started = time.monotonic()
         metrics = initial_eval.load(c, self.model_path, eval_dir) if shared else None
-        if metrics is None:
+        if metrics is not None:
+            # The stored seconds are the run that computed it; this run spent only the copy.
+            metrics = dict(metrics, **{"eval/seconds": time.monotonic() - started,
+                                       "eval/shared_initial": 1.0})
+        else:
             with self.timer.phase("eval"):
                 model = Model(self.state.params, self.model_config)
                 metrics = evaluate_lib.held_out_metrics(

@@ -214,14 +214,14 @@ def test_run_minutes_leaves_out_pauses(tmp_path):
 
 
 def test_run_minutes_counts_a_long_final_evaluation(tmp_path):
-    # The step-0 evaluation (100 s) is logged with its line; the final one takes 900 s,
-    # longer than a pause, but the line accounts for it, so it is not left out.
+    # The step-0 evaluation (100 s, shared by runs that start alike) is not counted; the
+    # final one takes 900 s, longer than a pause, but its line accounts for it.
     lines = [{"step": 0, "wall_time": 100.0, "eval/seconds": 100.0},
              {"step": 1, "wall_time": 160.0, "time/step": 50.0},
              {"step": 2, "wall_time": 1080.0, "time/step": 20.0, "eval/seconds": 900.0},
              {"step": 3, "wall_time": 9000.0, "time/step": 30.0}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(l) for l in lines))
-    assert harness.run_minutes(str(tmp_path)) == pytest.approx((100 + 60 + 920 + 30) / 60)
+    assert harness.run_minutes(str(tmp_path)) == pytest.approx((60 + 920 + 30) / 60)
 
 
 def test_plot_curves_names_the_metrics_no_run_logged(tmp_path):

@@ -405,7 +405,11 @@ def test_runs_that_start_alike_share_their_step0_evaluation(tiny_policy, tmp_pat
     # a computes step 0 and 1; b (another learning rate) reuses a's step 0; another
     # seed samples differently, so it evaluates its start itself.
     assert calls == [0, 1, 1, 0, 1]
-    strip = lambda m: {k: v for k, v in m.items() if k.startswith("eval/") and "seconds" not in k}
+    strip = lambda m: {k: v for k, v in m.items() if k.startswith("eval/") and "seconds" not in k
+                           and k != "eval/shared_initial"}
     assert strip(runs["a"]) == strip(runs["b"])
+    # b logs the seconds it spent copying, not a's evaluation time, and says it shared.
+    assert runs["b"]["eval/shared_initial"] == 1.0 and "eval/shared_initial" not in runs["a"]
+    assert runs["b"]["eval/seconds"] < runs["a"]["eval/seconds"]
     assert (tmp_path / "b" / "eval" / "step_0.jsonl").read_text() == \
         (tmp_path / "a" / "eval" / "step_0.jsonl").read_text()
