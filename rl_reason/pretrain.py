@@ -39,7 +39,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from rl_reason import pretrain_eval

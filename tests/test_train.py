@@ -12,7 +12,7 @@ from configs import grpo
 from rl_reason import models, train
 from rl_reason.methods import METHODS
 from rl_reason.methods import common
-from rl_reason.methods.base import Request, Row, loss_config_from
+from rl_reason.methods.base import Request, loss_config_from
 from rl_reason.methods.grpo import GRPO
 
 

@@ -6,7 +6,6 @@ runs where the hint never reaches a training row or the held-out evaluation."""
 import json
 import math
 import os
-import zlib
 
 import numpy as np
 import pytest
