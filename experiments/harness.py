@@ -130,18 +130,22 @@ def final_metrics(workdir: str, keys: Sequence[str]) -> dict[str, float]:
 PAUSE_S = 600.0
 
 
-def run_finished(workdir: str, budget: int, max_steps: int) -> bool:
-    """Whether the run in `workdir` reached its generation budget or step limit and
-    logged its final evaluation (what `--report_only` reports)."""
+def run_finished(workdir: str) -> bool:
+    """Whether the run in `workdir` reached the generation budget or step limit its
+    config.json records and logged its final evaluation (what `--report_only` reports)."""
     try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            limits = json.load(f)["train"]
         lines = read_lines(workdir)
-    except FileNotFoundError:
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
         return False
     steps = [line for line in lines if TOKENS in line]
     if not steps:
         return False
     last = steps[-1]
-    if float(last[TOKENS]) < budget and int(last["step"]) < max_steps:
+    budget = limits.get("max_generated_tokens") or 0
+    if not (budget and float(last[TOKENS]) >= budget) and \
+            int(last["step"]) < int(limits["num_steps"]):
         return False
     return any(line["step"] == last["step"] and any(k.startswith("eval/") for k in line)
                for line in lines)
@@ -369,8 +373,7 @@ def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
     workdirs = [(seed, arm, os.path.join(args.runs, arm.name, f"seed{seed}"))
                 for seed in args.seeds for arm in chosen]
     if args.report_only:
-        workdirs = [(seed, arm, d) for seed, arm, d in workdirs if run_finished(
-            d, args.budget, 2 if args.smoke else args.max_steps)]
+        workdirs = [(seed, arm, d) for seed, arm, d in workdirs if run_finished(d)]
         if not workdirs:
             raise SystemExit(f"--report_only: no finished run under {args.runs}")
         start = args.start or recorded_start([d for _, _, d in workdirs])

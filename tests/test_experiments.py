@@ -75,6 +75,8 @@ def test_harness_smoke_sweep_writes_results_and_resumes(tiny_policy, tmp_path, c
     # Re-running continues (here: finds every run finished) and gives the same results.
     assert harness.main(arms, argv, **kwargs) == results
     assert "Nothing to do" in capsys.readouterr().out
+    # --report_only judges the real runs finished from the limits their config.json holds.
+    assert harness.main(arms, argv + ["--report_only"], **kwargs) == results
 
 
 import multi_attempt_vs_grpo  # noqa: E402
@@ -344,10 +346,11 @@ def test_ablate_smoke_runs_the_full_config_a_variant_and_a_switch(tiny_policy, t
     assert "| arm | seeds | attempts@3 | greedy_accuracy | wall_minutes |" in text
 
 
-def _logged_run(workdir, *, tokens, accuracy, final_eval=True):
+def _logged_run(workdir, *, tokens, accuracy, final_eval=True, budget=100, num_steps=1000):
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump({"model": {"checkpoint": "/the/start"}}, f)
+        json.dump({"model": {"checkpoint": "/the/start"},
+                   "train": {"max_generated_tokens": budget, "num_steps": num_steps}}, f)
     lines = [{"step": 0, "wall_time": 0.0, "eval/greedy_accuracy": 0.1},
              {"step": 1, "wall_time": 30.0, harness.TOKENS: tokens / 2, "loss": 0.5},
              {"step": 2, "wall_time": 60.0, harness.TOKENS: tokens, "loss": 0.4}]
@@ -369,13 +372,16 @@ def test_report_only_reads_finished_runs_and_starts_none(tmp_path, monkeypatch):
     _logged_run(runs / "a" / "seed1", tokens=60, accuracy=0.9)      # still running
     _logged_run(runs / "b" / "seed1", tokens=130, accuracy=0.5)
     _logged_run(runs / "b" / "seed0", tokens=125, accuracy=0.7, final_eval=False)
+    # Finished by its step limit (no budget), with no --budget repeated on the command.
+    _logged_run(runs / "c" / "seed0", tokens=20, accuracy=0.2, budget=0, num_steps=2)
     arms = [harness.Arm("a", "grpo"), harness.Arm("b", "grpo"), harness.Arm("c", "grpo")]
     argv = ["--seeds=0,1", "--report_only", f"--out={tmp_path / 'out'}", f"--runs={runs}"]
     results = harness.main(arms, argv, name="demo", report=("eval/greedy_accuracy",),
                            curves=("eval/greedy_accuracy",), default_budget=100)
-    assert {arm: sorted(seeds) for arm, seeds in results.items()} == {"a": [0], "b": [1]}
+    assert {arm: sorted(seeds) for arm, seeds in results.items()} == \
+        {"a": [0], "b": [1], "c": [0]}
     text = (tmp_path / "out" / "results.md").read_text()
-    assert "Start: `/the/start`" in text and "Partial: 2 of 6 runs finished." in text
+    assert "Start: `/the/start`" in text and "Partial: 3 of 6 runs finished." in text
     assert "| a | 1 | 0.300 ± 0.000 |" in text and "| b | 1 | 0.500 ± 0.000 |" in text
     with pytest.raises(SystemExit, match="no finished run"):
         harness.main(arms, argv[:2] + [f"--runs={tmp_path / 'empty'}"], name="demo",
