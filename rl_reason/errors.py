@@ -8,7 +8,7 @@ status 2 (EXIT_USER_ERROR, the shell's "bad usage" status, as argparse uses it).
 other exception is a bug: it keeps its traceback, and Python exits with status 1.
 
 Each module raises its own subclass, which also derives from the built-in type its
-callers already catch: `config_check.ConfigError` (ValueError),
+callers already catch: `ConfigError` (ValueError, below),
 `data.sources.DataError` (ValueError), `checkpoint.CheckpointError` (RuntimeError),
 and the three below, shared by several modules.
 """
@@ -26,6 +26,12 @@ T = TypeVar("T")
 
 class UserError(Exception):
     """An error the user can fix: config, data file, checkpoint folder, workdir."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that is impossible or inconsistent; the message names the key.
+    (Here, below every module, so that any of them can raise it without an import
+    circle; `config_check` re-exports it.)"""
 
 
 class MissingPathError(UserError, FileNotFoundError):
