@@ -13,7 +13,8 @@ rollouts, hints, retries, replays' fresh samples, mining). The trainer resumes a
 stopped run and skips a finished one, so re-running the command continues a sweep
 where it stopped.
 
-Outputs in OUT (committed with the project; workdirs live under RUNS, which is not):
+Outputs in OUT (default experiments/results/WORLD/NAME, committed with the project;
+workdirs live under RUNS, default runs/WORLD/NAME, which is not):
     results.md      per-arm mean +- standard error over seeds of each reported final
                     metric, then every run's values
     results.json    the same numbers, and each run's final metrics
@@ -43,6 +44,7 @@ for _path in (ROOT, os.path.join(ROOT, "experiments")):
 import numpy as np  # noqa: E402
 
 from rl_reason import plot  # noqa: E402
+from rl_reason.data import worlds  # noqa: E402
 
 TOKENS = "budget/generated_tokens"
 MINUTES = "wall_minutes"
@@ -300,10 +302,10 @@ def parse_args(argv, name: str, default_budget: int, default_seeds: str):
                         "experiment's own start, else the embedded base policy")
     parser.add_argument("--out", default="",
                         help="where results.md, results.json and curves.png go (default "
-                        "experiments/results/NAME; a smoke: runs/NAME_smoke/results)")
+                        "experiments/results/WORLD/NAME; a smoke: runs/WORLD/NAME_smoke/results)")
     parser.add_argument("--runs", default="",
-                        help="where the run workdirs go (default runs/NAME; a smoke: "
-                        "runs/NAME_smoke, so it never resumes or overwrites a sweep)")
+                        help="where the run workdirs go (default runs/WORLD/NAME; a smoke: "
+                        "runs/WORLD/NAME_smoke, so it never resumes or overwrites a sweep)")
     parser.add_argument("--smoke", action="store_true",
                         help="two steps of each arm with the tiny variant, one seed (CI)")
     parser.add_argument("--report_only", action="store_true",
@@ -318,10 +320,12 @@ def parse_args(argv, name: str, default_budget: int, default_seeds: str):
         overrides.append((key, raw))
     if args.smoke:
         args.seeds = args.seeds.split(",")[0]
+    # Each world's sweeps and results apart: the world's name heads both paths.
+    world = dict(overrides).get("world.name", worlds.DEFAULT)
     runs_name = f"{name}_smoke" if args.smoke else name
-    args.runs = args.runs or os.path.join(ROOT, "runs", runs_name)
+    args.runs = args.runs or os.path.join(ROOT, "runs", world, runs_name)
     args.out = args.out or (os.path.join(args.runs, "results") if args.smoke
-                            else os.path.join(ROOT, "experiments", "results", name))
+                            else os.path.join(ROOT, "experiments", "results", world, name))
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
@@ -330,6 +334,7 @@ def parse_args(argv, name: str, default_budget: int, default_seeds: str):
         parser.error("--seeds is empty")
     if args.budget < 1 and not args.smoke:
         parser.error("--budget must be >= 1 generated tokens")
+    args.overrides = overrides
     return args, overrides
 
 
@@ -344,6 +349,11 @@ class Start:
     overrides: tuple[tuple[str, Any], ...] = ()
 
 
+def overrides_of(args) -> list[tuple[str, str]]:
+    """The sweep's --config.key=value overrides, as (key, raw value)."""
+    return list(getattr(args, "overrides", ()))
+
+
 def resolve_start(args, start: Start | None, smoke: bool) -> str:
     from rl_reason import pretrain
     from start_checkpoint import start_checkpoint
@@ -351,7 +361,9 @@ def resolve_start(args, start: Start | None, smoke: bool) -> str:
     if args.start:
         return args.start
     if start is None or smoke:
-        return pretrain.ensure_base_policy()
+        world = dict(overrides_of(args)).get("world.name", worlds.DEFAULT)
+        skill = float(dict(overrides_of(args)).get("world.skill", -1))
+        return pretrain.ensure_base_policy(world, skill)
     print(f"=== start checkpoint: {start.config} for {start.steps} steps", flush=True)
     return start_checkpoint(start.config, steps=start.steps, seed=0,
                             out=os.path.join(args.runs, "start"),
@@ -406,6 +418,22 @@ def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
     return {a.name: results[a.name] for a in chosen if a.name in results}
 
 
+def runs_world(dirs: dict[str, list[str]]) -> str:
+    """The world the runs started in (their world.json records), e.g. 'traps_v1
+    (skill 0.5)'; every distinct one, joined, if they differ; 'not recorded' for
+    runs from a real checkpoint."""
+    from rl_reason import pretrain, run_setup
+
+    labels = []
+    for workdirs in dirs.values():
+        for workdir in workdirs:
+            world = pretrain.read_world(workdir)
+            label = run_setup.world_label(world) if world else "not recorded"
+            if label not in labels:
+                labels.append(label)
+    return " / ".join(labels) or "not recorded"
+
+
 def run_dirs(runs: str, results: dict) -> dict[str, list[str]]:
     """{arm: [workdir of each finished seed]} of a sweep's results."""
     return {arm: [os.path.join(runs, arm, f"seed{seed}") for seed in seeds]
@@ -433,7 +461,9 @@ def write_results(args, name: str, start: str, results: dict, report: Sequence[s
     done = sum(len(runs) for runs in results.values())
     progress = "" if done == total else f" **Partial: {done} of {total} runs finished.**"
     os.makedirs(args.out, exist_ok=True)
-    text = (f"# {name}\n\nStart: `{start}`; budget {args.budget} generated tokens per run"
+    world = runs_world(run_dirs(args.runs, results))
+    text = (f"# {name}\n\nWorld: {world}. "
+            f"Start: `{start}`; budget {args.budget} generated tokens per run"
             f"{' (smoke)' if args.smoke else ''}; seeds {args.seeds}. Mean ± standard error "
             f"over seeds of the final held-out evaluation.{progress}\n\n"
             + results_table(results, tuple(report) + (MINUTES,)) + "\n"
@@ -442,7 +472,8 @@ def write_results(args, name: str, start: str, results: dict, report: Sequence[s
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(text)
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"name": name, "start": start, "budget": args.budget, "seeds": args.seeds,
+        json.dump({"name": name, "world": world, "start": start, "budget": args.budget,
+                   "seeds": args.seeds,
                    "smoke": args.smoke, "machine": machine(), "finished_runs": done,
                    "planned_runs": total, "results": results}, f, indent=2)
     unlogged = plot_curves(run_dirs(args.runs, results), curves,

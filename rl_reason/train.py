@@ -63,6 +63,9 @@ class Trainer:
         self.timer = metrics_lib.PhaseTimer()
 
         self.model_path = run_setup.policy_path(c)
+        world = run_setup.record_world(self.workdir, self.model_path)
+        if world is not None and self.is_main:
+            print(f"World: {run_setup.world_label(world)}", flush=True)
         model = run_setup.load_policy(self.model_path, c, self.mesh)
         self.model_config = model.config
         self.tokenizer = run_setup.load_tokenizer_for(self.model_path)
@@ -382,7 +385,8 @@ class Trainer:
 
     def export(self) -> None:
         path = os.path.join(self.workdir, "hf")
-        run_setup.export_hf(Model(self.state.params, self.model_config), self.tokenizer, path)
+        run_setup.export_hf(Model(self.state.params, self.model_config), self.tokenizer, path,
+                            source=self.model_path)
         if self.is_main:
             print(f"Exported the policy in Hugging Face format to {path}", flush=True)
 
