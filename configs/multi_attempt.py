@@ -31,6 +31,7 @@ Variants (`--config=configs/multi_attempt.py:<variant>`, combined with commas):
 """
 
 from configs import base, grpo
+from rl_reason.errors import UnknownVariantError
 
 # One switch each off the default (experiments/ablate.py runs them).
 ABLATIONS = ("single_attempt", "binary_reward", "last_attempt")
@@ -76,7 +77,7 @@ def apply_variant(c, arg: str) -> None:
     rest = ",".join(p for p in parts if p not in METHOD_VARIANTS)
     try:
         grpo.apply_variant(c, rest)
-    except ValueError as e:
-        raise ValueError(f"{e}; multi_attempt also has {', '.join(METHOD_VARIANTS)}") from None
+    except UnknownVariantError as e:
+        raise UnknownVariantError(e.variant, e.known + METHOD_VARIANTS) from None
     if "tiny" in parts:
         c.rollout.max_new_tokens = 48
