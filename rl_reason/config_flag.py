@@ -88,6 +88,7 @@ def diagnose(argv: Sequence[str], name: str = "config") -> str | None:
 
 
 def missing_file(spec: str, name: str = "config") -> str:
+    """The message for a config file that does not exist, with those next to it."""
     path = spec.partition(":")[0]
     folder = os.path.dirname(path) or "."
     configs = sorted(f for f in os.listdir(folder) if f.endswith(".py")

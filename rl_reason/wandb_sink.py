@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from typing import Any, Mapping
 
 from rl_reason.errors import UserError
@@ -96,8 +97,10 @@ class WandbSink:
             _write_json(self._run_file, {"id": self._run.id, "logged_through_step": step})
 
     def close(self) -> None:
+        """Finishes the W&B run: failed when an exception is on its way out (the trainer
+        closes its outputs in a `finally`), else finished."""
         if self._run is not None:
-            self._run.finish()
+            self._run.finish(exit_code=1 if sys.exc_info()[0] is not None else 0)
             self._run = None
 
 

@@ -137,13 +137,13 @@ class FakeRun:
     id = "fake"
 
     def __init__(self):
-        self.logged, self.finished = [], False
+        self.logged, self.exit_code = [], None
 
     def log(self, row, step):
         self.logged.append((step, row))
 
-    def finish(self):
-        self.finished = True
+    def finish(self, exit_code):
+        self.exit_code = exit_code
 
 
 def test_steps_a_crashed_run_logged_are_not_logged_again(tmp_path):
@@ -158,7 +158,18 @@ def test_steps_a_crashed_run_logged_are_not_logged_again(tmp_path):
     with open(run_file) as f:
         assert json.load(f) == {"id": "fake", "logged_through_step": 6}
     sink.close()
-    assert run.finished
+    assert run.exit_code == 0
+
+
+def test_a_run_closed_by_an_exception_is_marked_failed(tmp_path):
+    run = FakeRun()
+    sink = wandb_sink.WandbSink(run, str(tmp_path / wandb_sink.RUN_FILE), logged_through=-1)
+    with pytest.raises(RuntimeError):
+        try:
+            raise RuntimeError("the step crashed")
+        finally:                      # as the trainer closes its outputs
+            sink.close()
+    assert run.exit_code == 1
 
 
 def test_off_needs_no_wandb_and_writes_nothing_for_it(tiny_policy, tmp_path, monkeypatch):
