@@ -58,10 +58,10 @@ def test_every_import_comes_from_a_declared_distribution():
         distributions = {d.lower().replace("_", "-") for d in providers.get(module, [])}
         assert distributions, f"{module}: not installed here, so not checkable"
         allowed = runtime if at_module_level else everything
-        assert distributions & allowed, (
-            f"rl_reason imports {module} ({sorted(distributions)}) "
-            f"{'at module level' if at_module_level else 'in a function'}, but "
-            f"pyproject.toml declares it {'in no runtime dependency' if at_module_level else 'nowhere'}")
+        where, missing = (("at module level", "in no runtime dependency") if at_module_level
+                          else ("in a function", "nowhere"))
+        assert distributions & allowed, (f"rl_reason imports {module} ({sorted(distributions)}) "
+                                         f"{where}, but pyproject.toml declares it {missing}")
 
 
 def test_extras_keep_torch_out_of_dev_and_match_the_jax_pin():
