@@ -164,6 +164,17 @@ def get_base_config() -> ml_collections.ConfigDict:
         share_initial=True,
     ))
 
+    # Where metrics go besides WORKDIR/metrics.jsonl and its TensorBoard events.
+    c.logging = ml_collections.ConfigDict(dict(
+        # Also to Weights & Biases (rl_reason/wandb_sink.py; pip install -e ".[wandb]"):
+        # the same metric names and the run config, from process 0; a resumed run
+        # continues the same W&B run. WANDB_MODE=offline keeps it on disk.
+        wandb=False,
+        wandb_project="rl_reason",
+        wandb_entity="",          # '' = the account's default entity
+        wandb_run_name="",        # '' = the workdir's folder name
+    ))
+
     # Mesh axes; -1 fills with the remaining devices.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 

@@ -129,6 +129,12 @@ def check(c, num_devices: int | None = None) -> None:
              f"eval.prefix_fraction={e.prefix_fraction} must be in (0, 1)")
     _require(e.prefix_samples >= 1, "eval.prefix_samples must be >= 1")
 
+    if c.logging.wandb:
+        from rl_reason import wandb_sink
+        wandb_sink.import_wandb()   # a missing package is a user error here, before compute
+        _require(bool(c.logging.wandb_project), "logging.wandb_project must not be empty "
+                 "when logging.wandb=True")
+
     if num_devices is not None:
         axes = {name: c.mesh[name] for name in ("data", "fsdp", "tensor")}
         fills = [n for n, v in axes.items() if v == -1]

@@ -345,8 +345,10 @@ def main(argv=None) -> None:
             verifier_kwargs=verifier_kwargs, max_problems=max_problems, held_out=held_out,
             prefixes_path=FLAGS.misleading_prefixes, **keys)
 
+    from rl_reason.config_flag import app_flags_parser
     from rl_reason.errors import exit_on_user_error
-    app.run(exit_on_user_error(_main), argv=argv)
+    app.run(exit_on_user_error(_main), argv=argv,
+            flags_parser=exit_on_user_error(app_flags_parser))
 
 
 if __name__ == "__main__":

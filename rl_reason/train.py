@@ -30,7 +30,7 @@ from rl_reason import checkpoint as ckpt_lib
 from rl_reason import config_check, metrics as metrics_lib, sharding, train_step
 from rl_reason import evaluate as evaluate_lib
 from rl_reason.evaluation import initial as initial_eval
-from rl_reason import models, plot, run_setup
+from rl_reason import models, plot, run_setup, wandb_sink
 from rl_reason.methods import make_method
 from rl_reason.methods.base import Outcome, Sample, StepContext, TokenScores
 from rl_reason.models import Model
@@ -93,7 +93,8 @@ class Trainer:
         self.checkpointer = ckpt_lib.Checkpointer(
             os.path.join(self.workdir, "checkpoints"), keep=c.train.keep_checkpoints,
             save_every=c.train.checkpoint_every)
-        self.writer = metrics_lib.MetricsWriter(self.workdir)
+        sink = wandb_sink.WandbSink.from_config(c, self.workdir) if self.is_main else None
+        self.writer = metrics_lib.MetricsWriter(self.workdir, sinks=[sink] if sink else [])
         # The order matters: the method's state is restored before it is asked about
         # its loss, and the reference (the starting policy) is kept only if needed.
         self.step = self._restore()

@@ -83,11 +83,12 @@ import multi_attempt_vs_grpo  # noqa: E402
 
 
 def test_multi_attempt_gain_table_by_hand():
-    runs = {"grpo": {0: {"eval/attempts@1": 0.4, "eval/attempts@2": 0.42, "eval/attempts@5": 0.45},
-                     1: {"eval/attempts@1": 0.5, "eval/attempts@2": 0.54, "eval/attempts@5": 0.55}},
+    runs = {"grpo": {0: {"eval/attempts@1": 0.4, "eval/attempts@2": 0.42, "eval/attempts@7": 0.45},
+                     1: {"eval/attempts@1": 0.5, "eval/attempts@2": 0.54, "eval/attempts@7": 0.55}},
             "multi_attempt": {0: {"eval/attempts@1": 0.4, "eval/attempts@2": 0.5,
-                                  "eval/attempts@5": 0.6}}}
+                                  "eval/attempts@7": 0.6}}}
     table = multi_attempt_vs_grpo.gain_table(runs)
+    assert "| attempts@2 - attempts@1 | attempts@7 - attempts@1 |" in table
     # grpo gains 0.02 and 0.04: mean 0.03, SE 0.01; multi_attempt one run, SE 0.
     assert "| grpo | 2 | +0.030 ± 0.010 | +0.050 ± 0.000 |" in table
     assert "| multi_attempt | 1 | +0.100 ± 0.000 | +0.200 ± 0.000 |" in table
@@ -101,7 +102,9 @@ def test_multi_attempt_vs_grpo_smoke(tiny_policy, tmp_path):
         "--smoke", f"--start={tiny_policy}", f"--out={out}", f"--runs={tmp_path / 'runs'}",
         "--config.eval.max_problems=4"])
     assert set(results) == {"grpo", "multi_attempt"}
-    assert all("eval/attempts@5" in m for runs in results.values() for m in runs.values())
+    # Both arms evaluated with the paper's k = 1..7.
+    assert all(f"eval/attempts@{k}" in m for runs in results.values() for m in runs.values()
+               for k in range(1, 8))
     text = (out / "results.md").read_text()
     assert "| grpo | 1 |" in text and "| multi_attempt seed 0 |" in text
     assert "attempts@2 - attempts@1" in text and "multi_attempt minus grpo" in text
