@@ -105,10 +105,10 @@ class Settings:
     # The premise table's sizes (premises.PremiseSettings fields), for the worlds that
     # print one; empty: its defaults.
     premise_sizes: tuple = ()
-    # Two stages (worlds whose conversations depend on a dial): first `trunk_steps` on
-    # the world's skill-free answers at learning_rate (the trunk, cached and shared by
-    # every dial setting), then `steps` on the whole mix at finetune_learning_rate.
-    # 0: one stage of `steps` on the whole mix.
+    # Two stages (worlds with trunk conversations; others ignore it): first
+    # `trunk_steps` on the world's skill-free answers at learning_rate (the trunk,
+    # cached and shared by every dial setting), then `steps` on the whole mix at
+    # finetune_learning_rate. 0: one stage of `steps` on the whole mix.
     trunk_steps: int = 0
     finetune_learning_rate: float = 1e-3
 
@@ -119,10 +119,10 @@ class Settings:
 # about twice a plain working, hence the longer generation budget.
 WORLD_DEFAULTS = {
     "arith": Settings(),
-    "traps": Settings(world="traps", steps=3000, layers=4, level_weights=(4, 3, 3, 2, 2),
+    "traps": Settings(world="traps", trunk_steps=2500, steps=1000, level_weights=(4, 3, 3, 2, 2),
                       unboxed_share=0.0),
 }
-BUILD_MINUTES = {"arith": "about 5 minutes", "traps": "about 40 minutes"}
+BUILD_MINUTES = {"arith": "about 5 minutes", "traps": "about 30 minutes"}
 
 
 SIZES = {
@@ -130,7 +130,7 @@ SIZES = {
     # For tests: seconds, not minutes; the model learns little.
     "tiny": dict(hidden=64, layers=2, rows_per_batch=4, row_len=384, tokenizer_problems=300,
                  eval_train_problems=16, eval_held_out_problems=16, kind_problems=4,
-                 kind_samples=2, vocab_size=320,
+                 kind_samples=2, vocab_size=320, trunk_steps=2,
                  premise_sizes=(("questions", 4), ("group_size", 2), ("r3l_episodes", 4),
                                 ("fp_questions", 4), ("fp_mining_samples", 2),
                                 ("probe_samples", 1), ("reflection_max_new_tokens", 16))),
@@ -353,7 +353,8 @@ def build_base_policy(out: str, s: Settings) -> dict:
             return world.conversations(num, seed=seed, level_weights=s.level_weights,
                                        skill=s.skill, unboxed_share=s.unboxed_share)
 
-        trunk, trunk_record = (ensure_trunk(s, tokenizer, config) if s.trunk_steps
+        two_stages = s.trunk_steps > 0 and world.trunk_conversations is not None
+        trunk, trunk_record = (ensure_trunk(s, tokenizer, config) if two_stages
                                else (None, None))
         batches = packing.build_batches(tokenizer, s.steps, s.rows_per_batch, s.row_len,
                                         seed=s.seed, conversations=conversations)
@@ -413,7 +414,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None,
                         help="default: RL_REASON_CACHE (~/.cache/rl_reason)/<world version>[_skill<S>]")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps (of the dial stage, in a two-stage build)")
+    parser.add_argument("--trunk-steps", type=int, default=None,
+                        help="optimizer steps of a two-stage build's trunk")
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--unboxed-share", type=float, default=None,
                         help="share of multi-step responses, in every prompt kind, without the box")
@@ -428,6 +432,10 @@ def main(argv=None) -> None:
         if args.steps < 1:
             parser.error(f"--steps must be >= 1, got {args.steps}")
         s = dataclasses.replace(s, steps=args.steps)
+    if args.trunk_steps is not None:
+        if args.trunk_steps < 0:
+            parser.error(f"--trunk-steps must be >= 0, got {args.trunk_steps}")
+        s = dataclasses.replace(s, trunk_steps=args.trunk_steps)
     build_base_policy(args.out or default_cache_dir(s), s)
 
 

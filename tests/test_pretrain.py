@@ -216,8 +216,8 @@ def test_main_parses_settings_and_rejects_bad_steps(tmp_path, monkeypatch, capsy
 
 def test_a_trap_world_build_records_its_world_dial_and_premises(tmp_path, monkeypatch):
     monkeypatch.setenv("RL_REASON_CACHE", str(tmp_path / "cache"))
-    s = dataclasses.replace(pretrain.world_settings("traps", 0.5), **pretrain.SIZES["tiny"],
-                            trunk_steps=2, steps=2, max_new_tokens=16)
+    s = dataclasses.replace(pretrain.world_settings("traps", 0.5),
+                            **{**pretrain.SIZES["tiny"], "steps": 2, "max_new_tokens": 16})
     out = str(tmp_path / "traps")
     stats = pretrain.build_base_policy(out, s)
     # The trunk (stage 1) is cached apart and reused by another dial setting.
