@@ -28,6 +28,7 @@ none (a look at a sweep that another process is running).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -405,13 +406,19 @@ def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
             config = build_config(arm, seed=seed, start=start, budget=args.budget,
                                   max_steps=args.max_steps, smoke=args.smoke,
                                   overrides=overrides)
-            train.run(config, workdir)
+            with shared_run(args, workdir, config) as (rundir, mine):
+                if mine and not run_finished(rundir):
+                    train.run(config, rundir)
+            if not mine and not run_finished(workdir):
+                print(f"    {rundir} is being trained by another sweep; skipped for now "
+                      "(re-run this command later to pick it up)", flush=True)
+                continue
         metrics = final_metrics(workdir, report)
         metrics[MINUTES] = run_minutes(workdir)
         results.setdefault(arm.name, {})[seed] = metrics
         if not args.report_only:
             text = write()     # after every run, so a stopped sweep leaves the results so far
-    if args.report_only:
+    if args.report_only or not results:
         text = write()
     print(text)
     print(f"Wrote {args.out}/results.md, results.json and curves.png", flush=True)
@@ -432,6 +439,49 @@ def runs_world(dirs: dict[str, list[str]]) -> str:
             if label not in labels:
                 labels.append(label)
     return " / ".join(labels) or "not recorded"
+
+
+def config_key(config) -> str:
+    """A run's identity: a hash of its whole config (arm, protocol, seed, start, budget)."""
+    import hashlib
+    text = json.dumps(json.loads(config.to_json_best_effort()), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def shared_run(args, workdir: str, config):
+    """The workdir a run trains in, shared by every sweep whose runs sit beside this
+    one's (by default every sweep of the world: runs/WORLD/NAME) and that asks for the
+    same config: runs/WORLD/shared/<config_key>, which the sweep's own workdir
+    (RUNS/arm/seedN) links to. So GRPO seed 0 under the common protocol runs once for
+    all the experiments that compare with it (a smoke's runs/WORLD/NAME_smoke shares
+    with other smokes only through runs/WORLD/shared, and with the same tiny configs). Yields (rundir, mine): mine is
+    False while another process holds the run's lock (it is training it now).
+    A workdir that is a real folder (an older sweep) is used as it is."""
+    import fcntl
+    if os.path.isdir(workdir) and not os.path.islink(workdir):
+        yield workdir, True
+        return
+    shared = os.path.join(os.path.dirname(os.path.abspath(args.runs)), "shared",
+                          config_key(config))
+    os.makedirs(shared, exist_ok=True)
+    os.makedirs(os.path.dirname(workdir), exist_ok=True)
+    if not os.path.islink(workdir):
+        os.symlink(shared, workdir)
+    elif os.path.realpath(workdir) != os.path.realpath(shared):
+        raise SystemExit(f"{workdir} links to {os.path.realpath(workdir)}, but this arm's "
+                         f"config is {shared}: the arm or the protocol changed since that run; "
+                         "remove the link (or use another --runs) to start it afresh")
+    with open(os.path.join(shared, ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield shared, False
+            return
+        try:
+            yield shared, True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def run_dirs(runs: str, results: dict) -> dict[str, list[str]]:

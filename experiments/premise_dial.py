@@ -7,9 +7,9 @@
 The trap world's base policy is built at several settings of its premise dial
 (`world.skill`: the share of its warm-start failures it learned to use; 0 = none,
 rl_reason/data/trap_warm_start.py). At each setting, LTE, multi-attempt RL and R3L
-run against GRPO under the comparison's protocol (experiments/compare_methods.py:
-same held-out problems, same evaluation, one generated-token budget), every arm from
-that setting's base policy. If a method works through its premise, its lead over
+run against GRPO under the shared protocol (experiments/protocol.py: same held-out
+problems, same evaluation, one generated-token budget), every arm from that setting's
+base policy; the default setting's runs are the comparison's (the same configs). If a method works through its premise, its lead over
 GRPO should grow with the dial and vanish at 0.
 
 Writes experiments/results/traps/premise_dial/: results.md (per setting and metric,
@@ -30,14 +30,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import compare_methods  # noqa: E402
 import harness  # noqa: E402
+import protocol  # noqa: E402
 
 NAME = "premise_dial"
 METHODS = ("grpo", "lte", "multi_attempt", "r3l")
-ARMS = [harness.Arm(m, m, overrides=compare_methods.PROTOCOL) for m in METHODS]
-REPORT = compare_methods.REPORT
+ARMS = [protocol.arm(m, m) for m in METHODS]
+REPORT = protocol.REPORT
 CURVES = compare_methods.CURVES
 SKILLS, SEEDS = "0,0.5,0.9", "0,1"
-DEFAULT_BUDGET = compare_methods.DEFAULT_BUDGET
+DEFAULT_BUDGET = protocol.DEFAULT_BUDGET
 BASELINE = "grpo"
 
 
