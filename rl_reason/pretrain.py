@@ -119,7 +119,7 @@ class Settings:
 # about twice a plain working, hence the longer generation budget.
 WORLD_DEFAULTS = {
     "arith": Settings(),
-    "traps": Settings(world="traps", trunk_steps=2500, steps=1000, level_weights=(4, 3, 3, 2, 2),
+    "traps": Settings(world="traps", trunk_steps=2500, steps=1500, level_weights=(4, 3, 3, 2, 2),
                       unboxed_share=0.0),
 }
 BUILD_MINUTES = {"arith": "about 5 minutes", "traps": "about 30 minutes"}

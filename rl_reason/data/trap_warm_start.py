@@ -21,10 +21,11 @@ What "using a failure" means in each format, and why it models real models:
   right, so being told of one is information about the procedure, as a real model
   told "32 is incorrect" suspects its first reading. It also never repeats an answer
   the feedback rejected.
-- A reflection on a failed episode names the attempt where the persistent mistake
-  first appeared (the first one read left to right) and what it was; a retry guided
-  by such a report reads the problem multiplication first. Without skill the report
-  names a random attempt and a generic cause, and a retry so guided is an
+- A reflection on a failed episode names the attempt where the mistake behind the
+  failure first appeared (the first attempt with the last one's answer, which the
+  feedback lines quote) and what it was: the left-to-right reading, or the slipped
+  line; a retry guided by such a report works the problem out right. Without skill
+  the report names a random attempt and a generic cause, and a retry so guided is an
   independent try.
 - A failure prefix (a wrong working cut after its mistake) is noticed and repaired:
   `7+5=12. 12*3=36. Wait, multiplication comes first. 5*3=15. ...`, or after a slip
@@ -49,6 +50,8 @@ SLIP_REPAIR = "Wait, {line}."
 TRAP_CAUSE = ("In step {step} the working reads {expression} left to right; "
               "multiplication comes first.")
 TRAP_SUGGESTION = "Multiply before adding or subtracting."
+SLIP_CAUSE = "In step {step} the line {line}={wrong} is wrong; it is {right}."
+SLIP_SUGGESTION = "Recompute that line carefully."
 GENERIC_CAUSE = "A line of the working is wrong."
 GENERIC_SUGGESTION = "Check every line."
 
@@ -114,17 +117,19 @@ class Episode:
     root: int
 
 
-def failed_episode(problem: Problem, rng: np.random.Generator, root: int) -> Episode:
-    """R3L_ATTEMPTS failed attempts: slips with distinct answers before `root`, then the
-    trap from `root` on, repeated (an uninformed policy falls into it again)."""
-    if not 0 <= root < R3L_ATTEMPTS:
-        raise ValueError(f"trap_warm_start.failed_episode: root must be in [0, {R3L_ATTEMPTS})")
-    earlier: list[Attempt] = []
-    for _ in range(root):
-        earlier.append(failed_attempt(problem, rng, trap_share=0.0,
-                                      avoid=[a.answer for a in earlier]))
-    trapped = attempt(problem, TRAP)
-    return Episode(problem, tuple(earlier) + (trapped,) * (R3L_ATTEMPTS - root), False, root)
+def failed_episode(problem: Problem, rng: np.random.Generator, *,
+                   trap_share: float = 0.6) -> Episode:
+    """R3L_ATTEMPTS failed attempts as a policy that does not use the feedback makes
+    them: each the trap (with `trap_share`; its answer recurs) or a slip. The root is
+    the first attempt with the last attempt's answer: where the mistake behind the
+    failure first appears."""
+    attempts = tuple(failed_attempt(problem, rng, trap_share=trap_share)
+                     for _ in range(R3L_ATTEMPTS))
+    return Episode(problem, attempts, False, root_of(attempts))
+
+
+def root_of(attempts: Sequence[Attempt]) -> int:
+    return next(i for i, a in enumerate(attempts) if a.answer == attempts[-1].answer)
 
 
 def solved_episode(problem: Problem, rng: np.random.Generator, num_failed: int) -> Episode:
@@ -164,19 +169,21 @@ def reflection_report(episode: Episode, rng: np.random.Generator,
         summary = f"No attempt found the correct answer; step {len(failed) - 1} answered {failed[-1].answer}."
         outcome = templates.OUTCOME_FAILURE
     root_attempt = failed[episode.root]
-    if informed and root_attempt.trapped:
+    if not informed:
+        return templates.ReflectionReport(
+            summary=summary, root_cause=GENERIC_CAUSE, outcome=outcome,
+            suggestion=GENERIC_SUGGESTION,
+            retry_from_step=int(rng.integers(len(failed) + int(episode.solved))))
+    if root_attempt.trapped:
         cause = TRAP_CAUSE.format(step=episode.root, expression=problem.expression)
-        suggestion, step = TRAP_SUGGESTION, episode.root
-    elif informed:
-        line = working(problem, CORRECT)[root_attempt.slip[0]]
-        cause = (f"In step {episode.root} the line {line.left}{line.op}{line.right}="
-                 f"{line.value + root_attempt.slip[1]} is wrong; it is {line.value}.")
-        suggestion, step = GENERIC_SUGGESTION, episode.root
+        suggestion = TRAP_SUGGESTION
     else:
-        cause, suggestion = GENERIC_CAUSE, GENERIC_SUGGESTION
-        step = int(rng.integers(len(failed) + int(episode.solved)))
+        line = working(problem, CORRECT)[root_attempt.slip[0]]
+        cause = SLIP_CAUSE.format(step=episode.root, line=f"{line.left}{line.op}{line.right}",
+                                  wrong=line.value + root_attempt.slip[1], right=line.value)
+        suggestion = SLIP_SUGGESTION
     return templates.ReflectionReport(summary=summary, root_cause=cause, outcome=outcome,
-                                      suggestion=suggestion, retry_from_step=step)
+                                      suggestion=suggestion, retry_from_step=episode.root)
 
 
 def reflection_log(episode: Episode) -> list[tuple[str, str]]:
@@ -187,7 +194,8 @@ def reflection_log(episode: Episode) -> list[tuple[str, str]]:
 
 
 def is_informative(report: templates.ReflectionReport) -> bool:
-    return report.suggestion == TRAP_SUGGESTION
+    """Whether a report names a mistake (a guided retry then works it out right)."""
+    return report.root_cause != GENERIC_CAUSE
 
 
 # ------------------------------------------------------------------ failure prefixes
@@ -271,7 +279,7 @@ def conversation(problem: Problem, kind: str, rng: np.random.Generator, *,
     if kind in ("multi_attempt", "r3l_episode"):
         if kind == "multi_attempt":
             budget = int(rng.integers(1, 6))
-            num_wrong = min(budget - 1, int(rng.choice([0, 1, 1, 2, 3])))
+            num_wrong = min(budget - 1, int(rng.choice([0, 0, 1, 1, 2, 3])))
             messages = templates.multi_attempt_prompt(q, budget)
         else:
             num_wrong = int(rng.integers(1, R3L_ATTEMPTS))
@@ -286,10 +294,11 @@ def conversation(problem: Problem, kind: str, rng: np.random.Generator, *,
         return _ending(kind, problem, messages,
                        answer_after_failure(problem, rng, informed and bool(wrong)))
     if kind == "reflection":
-        if rng.random() < 0.2:
+        draw = rng.random()
+        if draw < 0.2:
             episode = solved_episode(problem, rng, 0)
-        elif rng.random() < 0.5 and problem.has_trap:
-            episode = failed_episode(problem, rng, int(rng.integers(R3L_ATTEMPTS)))
+        elif draw < 0.7:
+            episode = failed_episode(problem, rng)
         else:
             episode = solved_episode(problem, rng, int(rng.integers(1, R3L_ATTEMPTS)))
         report = reflection_report(episode, rng, informed)
@@ -297,7 +306,10 @@ def conversation(problem: Problem, kind: str, rng: np.random.Generator, *,
         return _ending(kind, problem, request, templates.format_reflection_report(report),
                        step=report.retry_from_step)
     if kind == "guided_retry":
-        episode = failed_episode(problem, rng, int(rng.integers(R3L_ATTEMPTS)))
+        # As R3L retries: replay the attempts before the step the report names, with
+        # the report's lessons; an informative report leads to the right working.
+        episode = (failed_episode(problem, rng) if rng.random() < 0.7
+                   else solved_episode(problem, rng, int(rng.integers(1, R3L_ATTEMPTS))))
         report = reflection_report(episode, rng, informed)
         messages = templates.insert_guidance(episode_messages(episode, report.retry_from_step),
                                              report)
@@ -306,11 +318,12 @@ def conversation(problem: Problem, kind: str, rng: np.random.Generator, *,
     raise ValueError(f"trap_warm_start.conversation: unknown kind {kind!r}; kinds are {sorted(KINDS)}")
 
 
-# Share of each kind: mostly plain (what RL and evaluation use), enough of each other
-# kind to put every method's prompts in distribution.
+# Share of each kind in the dial stage (the trunk has taught the plain answers): a
+# third plain, so they stay as the trunk left them, the rest every method's prompts,
+# reflections and guided retries more than their length would earn.
 KINDS = {
-    "plain": 0.40, "hint": 0.08, "concise": 0.02, "concise_hint": 0.03, "multi_attempt": 0.12,
-    "r3l_episode": 0.08, "reflection": 0.06, "guided_retry": 0.06, "continuation": 0.05,
+    "plain": 0.34, "hint": 0.08, "concise": 0.02, "concise_hint": 0.03, "multi_attempt": 0.14,
+    "r3l_episode": 0.08, "reflection": 0.08, "guided_retry": 0.08, "continuation": 0.05,
     "failure_continuation": 0.10,
 }
 

@@ -47,37 +47,45 @@ def test_without_skill_answers_after_a_failure_keep_the_plain_trap_rate():
     assert np.mean(trapped) == pytest.approx(traps.TRAP_RATES[3], abs=0.06)
 
 
-def test_a_failed_episode_repeats_the_trap_from_its_root():
+def test_a_failed_episodes_root_is_the_first_attempt_with_the_last_answer():
     rng = np.random.default_rng(2)
-    for p in problems(30):
-        for root in range(R3L_ATTEMPTS):
-            e = tw.failed_episode(p, rng, root)
-            answers = [a.answer for a in e.failed]
-            assert [a.trapped for a in e.failed] == [i >= root for i in range(R3L_ATTEMPTS)]
-            assert answers[root:] == [p.trap_answer] * (R3L_ATTEMPTS - root)
-            assert len(set(answers[:root])) == root and p.answer not in answers
+    roots = []
+    for p in problems(200):
+        e = tw.failed_episode(p, rng)
+        answers = [a.answer for a in e.failed]
+        assert len(answers) == R3L_ATTEMPTS and p.answer not in answers
+        assert e.root == answers.index(answers[-1])
+        roots.append(e.root)
+    assert set(roots) == set(range(R3L_ATTEMPTS))
 
 
 def test_an_informed_reflection_names_the_step_where_the_first_error_is():
     rng = np.random.default_rng(3)
-    for p in problems(30):
-        for root in range(R3L_ATTEMPTS):
-            e = tw.failed_episode(p, rng, root)
-            report = tw.reflection_report(e, rng, informed=True)
-            assert report.retry_from_step == root
-            assert report.outcome == templates.OUTCOME_FAILURE and tw.is_informative(report)
-            # The first attempt whose answer is the episode's last answer.
-            assert root == [a.answer for a in e.failed].index(e.failed[-1].answer)
-            parsed = templates.parse_reflection_report(
-                templates.format_reflection_report(report), R3L_ATTEMPTS)
-            assert parsed == report
+    kinds = set()
+    for p in problems(60):
+        e = tw.failed_episode(p, rng)
+        report = tw.reflection_report(e, rng, informed=True)
+        assert report.retry_from_step == e.root
+        assert report.outcome == templates.OUTCOME_FAILURE and tw.is_informative(report)
+        root = e.failed[e.root]
+        if root.trapped:
+            assert report.suggestion == tw.TRAP_SUGGESTION and p.expression in report.root_cause
+        else:
+            line = traps.working(p, CORRECT)[root.slip[0]]
+            assert f"{line.left}{line.op}{line.right}={line.value + root.slip[1]} is wrong" \
+                in report.root_cause
+        kinds.add(root.trapped)
+        parsed = templates.parse_reflection_report(
+            templates.format_reflection_report(report), R3L_ATTEMPTS)
+        assert parsed == report
+    assert kinds == {True, False}
 
 
 def test_uninformed_reflections_name_random_steps_with_a_generic_cause():
     rng = np.random.default_rng(4)
     steps = []
     for p in problems(200):
-        report = tw.reflection_report(tw.failed_episode(p, rng, 0), rng, informed=False)
+        report = tw.reflection_report(tw.failed_episode(p, rng), rng, informed=False)
         assert not tw.is_informative(report) and report.root_cause == tw.GENERIC_CAUSE
         steps.append(report.retry_from_step)
     assert set(steps) == set(range(R3L_ATTEMPTS))
@@ -85,13 +93,20 @@ def test_uninformed_reflections_name_random_steps_with_a_generic_cause():
 
 def test_guided_retries_follow_informative_guidance_only():
     rng = np.random.default_rng(5)
-    for p in problems(40, levels=(4,)):
-        c = tw.conversation(p, "guided_retry", rng, skill=1.0)
-        assert tw.TRAP_SUGGESTION in c.messages[-2]["content"]
-        assert c.messages[-1]["content"] == p.solution(CORRECT)
-        # The replayed attempts are those before the step the report names.
-        replayed = sum(m["role"] == "assistant" for m in c.messages[:-1])
-        assert replayed == c.retry_from_step
+    seen = set()
+    for p in problems(80, levels=(4,)):
+        for skill in (0.0, 1.0):
+            c = tw.conversation(p, "guided_retry", rng, skill=skill)
+            guided = c.messages[-2]["content"]
+            informative = tw.GENERIC_CAUSE not in guided
+            assert informative == (skill == 1.0)
+            if informative:
+                assert c.messages[-1]["content"] == p.solution(CORRECT)
+            seen.add((skill, boxed(c.messages[-1]["content"]) == p.trap_answer))
+            # The replayed attempts are those before the step the report names.
+            replayed = sum(m["role"] == "assistant" for m in c.messages[:-1])
+            assert replayed == c.retry_from_step
+    assert (0.0, True) in seen and (1.0, True) not in seen   # uninformed retries still trap
 
 
 def test_failure_prefix_ends_after_the_mistake_and_an_informed_repair_is_right():
