@@ -45,6 +45,7 @@ from rl_reason import pretrain_eval
 from rl_reason.data import packing, tokenizer_builder, worlds
 from rl_reason.errors import exit_on_user_error
 from rl_reason.models import hf, transformer
+from rl_reason.models.tokenizer import load_tokenizer
 from rl_reason.models.tokenizer import pad_token_id, stop_token_ids
 from rl_reason.models.config import ModelConfig
 from rl_reason.models.model import Model, init
@@ -295,42 +296,48 @@ def trunk_dir(s: Settings) -> str:
     return os.path.join(os.path.expanduser(root), f"{worlds.get(s.world).version}_trunk")
 
 
-def ensure_trunk(s: Settings, tokenizer, config: ModelConfig) -> tuple[Model, dict]:
+def ensure_trunk(s: Settings) -> tuple[Model, dict, str]:
     """The world's trunk (stage 1: `trunk_steps` on the skill-free answers, the task and
-    its misconception), shared by every dial setting: loaded from the cache when it was
-    built with the same settings, else trained and cached."""
+    its misconception), shared by every dial setting: (model, record, folder), loaded
+    from the cache when it was built with the same settings, else trained and cached.
+    The folder holds the trunk's tokenizer, which the dial stage must use."""
     path = trunk_dir(s)
     try:
         with open(os.path.join(path, TRUNK_FILE)) as f:
             record = json.load(f)
         if record["key"] == trunk_key(s):
             print(f"Trunk: {path} (cached).", flush=True)
-            return hf.load(path), record
+            return hf.load(path), record, path
     except (FileNotFoundError, KeyError, json.JSONDecodeError):
         pass
     world = worlds.get(s.world)
     started = time.time()
-    batches = packing.build_batches(
-        tokenizer, s.trunk_steps, s.rows_per_batch, s.row_len, seed=s.seed,
-        conversations=lambda num, *, seed: world.trunk_conversations(
-            num, seed=seed, level_weights=s.level_weights))
-    print(f"Trunk: {s.trunk_steps} steps of {s.rows_per_batch} x {s.row_len} tokens on the "
-          f"world's plain answers ({batches.num_conversations} conversations).", flush=True)
-    model, loss = train(config, batches, steps=s.trunk_steps, learning_rate=s.learning_rate,
-                        seed=s.seed)
-    record = {"key": trunk_key(s), "final_loss": round(loss, 4),
-              "seconds": round(time.time() - started, 1)}
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".trunk.partial-", dir=parent)
     try:
+        tokenizer = tokenizer_builder.build_tokenizer(
+            tokenizer_corpus(s.tokenizer_problems, seed=s.seed, world=s.world), staging,
+            vocab_size=s.vocab_size)
+        config = model_config(s, len(tokenizer), tokenizer)
+        batches = packing.build_batches(
+            tokenizer, s.trunk_steps, s.rows_per_batch, s.row_len, seed=s.seed,
+            conversations=lambda num, *, seed: world.trunk_conversations(
+                num, seed=seed, level_weights=s.level_weights))
+        print(f"Trunk: {config.num_params() / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
+              f"{s.trunk_steps} steps of {s.rows_per_batch} x {s.row_len} tokens on the "
+              f"world's plain answers ({batches.num_conversations} conversations).", flush=True)
+        model, loss = train(config, batches, steps=s.trunk_steps, learning_rate=s.learning_rate,
+                            seed=s.seed)
+        record = {"key": trunk_key(s), "final_loss": round(loss, 4),
+                  "seconds": round(time.time() - started, 1)}
         hf.save(model, staging)
         with open(os.path.join(staging, TRUNK_FILE), "w") as f:
             json.dump(record, f, indent=2)
         _publish(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return model, record
+    return model, record, path
 
 
 # ---------------------------------------------------------------------------- build
@@ -344,18 +351,23 @@ def build_base_policy(out: str, s: Settings) -> dict:
     try:
         started = time.time()
         world = worlds.get(s.world)
-        tokenizer = tokenizer_builder.build_tokenizer(
-            tokenizer_corpus(s.tokenizer_problems, seed=s.seed, world=s.world), staging,
-            vocab_size=s.vocab_size)
-        config = model_config(s, len(tokenizer), tokenizer)
+        if s.trunk_steps > 0 and world.trunk_conversations is not None:
+            trunk, trunk_record, trunk_path = ensure_trunk(s)
+            for name in os.listdir(trunk_path):     # the trunk's tokenizer files
+                if name.startswith(("tokenizer", "special_tokens", "chat_template")):
+                    shutil.copy(os.path.join(trunk_path, name), staging)
+            tokenizer, config = load_tokenizer(staging), trunk.config
+        else:
+            trunk, trunk_record = None, None
+            tokenizer = tokenizer_builder.build_tokenizer(
+                tokenizer_corpus(s.tokenizer_problems, seed=s.seed, world=s.world), staging,
+                vocab_size=s.vocab_size)
+            config = model_config(s, len(tokenizer), tokenizer)
 
         def conversations(num, *, seed):
             return world.conversations(num, seed=seed, level_weights=s.level_weights,
                                        skill=s.skill, unboxed_share=s.unboxed_share)
 
-        two_stages = s.trunk_steps > 0 and world.trunk_conversations is not None
-        trunk, trunk_record = (ensure_trunk(s, tokenizer, config) if two_stages
-                               else (None, None))
         batches = packing.build_batches(tokenizer, s.steps, s.rows_per_batch, s.row_len,
                                         seed=s.seed, conversations=conversations)
         print(f"Warm-start{' after the trunk' if trunk else ''}: "
