@@ -21,9 +21,9 @@ questions with its standard error:
     R3L            episodes of 3 failed attempts with the verifier's feedback: the
                    share of the policy's own reports that are valid and that name the
                    step where the mistake behind the failure first appears (the
-                   earliest attempt with the last attempt's answer); success of the
-                   retry guided by a valid report from the step it names, against a
-                   restart (a fresh plain attempt)
+                   world's `first_error_step`: the first attempt read left to right in
+                   the trap world); success of the retry guided by a valid report from
+                   the step it names, against a restart (a fresh plain attempt)
     failure-prefix on saturated questions (pass rate >= 7/8): the policy's wrong
                    responses cut at fractions of their tokens, continued; recovery
                    rate by fraction
@@ -222,13 +222,7 @@ def multi_attempt(policy: Policy, records, s: PremiseSettings) -> dict:
 
 # ----------------------------------------------------------------------------- R3L
 
-def root_step(answers: Sequence[str | None]) -> int:
-    """The step where the mistake behind a failed episode first appears: the earliest
-    attempt whose answer is the last attempt's."""
-    return next(i for i, a in enumerate(answers) if a == answers[-1])
-
-
-def r3l(policy: Policy, records, s: PremiseSettings) -> dict:
+def r3l(policy: Policy, records, s: PremiseSettings, first_error_step) -> dict:
     episodes = [[] for _ in records]
     live = list(range(len(records)))
     for step in range(R3L_ATTEMPTS):
@@ -256,7 +250,7 @@ def r3l(policy: Policy, records, s: PremiseSettings) -> dict:
         valid.setdefault(i, []).append(report.valid)
         if not report.valid:
             continue
-        root = root_step([a.extracted for a in episodes[i]])
+        root = first_error_step(records[i], [a.extracted for a in episodes[i]])
         named.setdefault(i, []).append(report.retry_from_step == root)
         if report.needs_retry:
             k = report.retry_from_step
@@ -325,7 +319,7 @@ def measure(model, tokenizer, world, s: PremiseSettings = PremiseSettings()) -> 
     out = lte_and_exgrpo(policy, records, s)
     out["multi_attempt"] = multi_attempt(policy, records, s)
     r3l_records = world.task.train_records(s.r3l_episodes, seed=s.seed + 2, levels=s.levels)
-    out["r3l"] = r3l(policy, r3l_records, s)
+    out["r3l"] = r3l(policy, r3l_records, s, world.first_error_step)
     fp_records = world.task.train_records(s.fp_questions, seed=s.seed + 3,
                                           levels=s.saturated_levels)
     out["failure_prefix"] = failure_prefix(policy, fp_records, s)

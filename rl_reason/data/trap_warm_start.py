@@ -22,9 +22,9 @@ What "using a failure" means in each format, and why it models real models:
   told "32 is incorrect" suspects its first reading. It also never repeats an answer
   the feedback rejected.
 - A reflection on a failed episode names the attempt where the mistake behind the
-  failure first appeared (the first attempt with the last one's answer, which the
-  feedback lines quote) and what it was: the left-to-right reading, or the slipped
-  line; a retry guided by such a report works the problem out right. Without skill
+  failure first appeared (the first attempt read left to right, or, with none, the
+  first attempt) and what it was: the left-to-right reading, or the slipped line; a
+  retry guided by such a report works the problem out right. Without skill
   the report names a random attempt and a generic cause, and a retry so guided is an
   independent try.
 - A failure prefix (a wrong working cut after its mistake) is noticed and repaired:
@@ -120,16 +120,21 @@ class Episode:
 def failed_episode(problem: Problem, rng: np.random.Generator, *,
                    trap_share: float = 0.6) -> Episode:
     """R3L_ATTEMPTS failed attempts as a policy that does not use the feedback makes
-    them: each the trap (with `trap_share`; its answer recurs) or a slip. The root is
-    the first attempt with the last attempt's answer: where the mistake behind the
-    failure first appears."""
+    them: each the trap (with `trap_share`; its answer recurs) or a slip. The root
+    (`first_error_step`) is the first attempt read left to right, where the mistake
+    behind the failure first appears; with none, attempt 0."""
     attempts = tuple(failed_attempt(problem, rng, trap_share=trap_share)
                      for _ in range(R3L_ATTEMPTS))
-    return Episode(problem, attempts, False, root_of(attempts))
+    return Episode(problem, attempts, False,
+                   first_error_step(problem, [a.answer for a in attempts]))
 
 
-def root_of(attempts: Sequence[Attempt]) -> int:
-    return next(i for i, a in enumerate(attempts) if a.answer == attempts[-1].answer)
+def first_error_step(problem: Problem, answers: Sequence[int | str | None]) -> int:
+    """The attempt where the mistake behind a failed episode first appears: the first
+    whose answer is the trap's (the misconception that keeps failing), else the first
+    attempt (independent slips: carelessness from the start)."""
+    trap = str(problem.trap_answer)
+    return next((i for i, a in enumerate(answers) if str(a) == trap), 0)
 
 
 def solved_episode(problem: Problem, rng: np.random.Generator, num_failed: int) -> Episode:

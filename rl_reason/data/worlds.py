@@ -36,6 +36,10 @@ class World:
     # conversations(num, *, seed, level_weights, skill) -> [warm_start.Conversation]
     conversations: Callable[..., list]
     default_skill: float | None      # None: the world has no premise dial
+    # first_error_step(record, answers): the attempt of a failed episode where the
+    # mistake behind the failure first appears, as the world's reflections name it
+    # (R3L's premise, rl_reason/premises.py).
+    first_error_step: Callable[..., int] = None
     # trunk_conversations(num, *, seed, level_weights): the skill-free data of a
     # two-stage build's first stage (rl_reason/pretrain.py); None: one stage.
     trunk_conversations: Callable[..., list] | None = None
@@ -72,11 +76,25 @@ def _trap_conversations(num, *, seed, level_weights, skill, unboxed_share=0.0):
                                          skill=skill)
 
 
+def _repeated_mistake_step(record, answers) -> int:
+    """The arithmetic world's failed episodes repeat one mistake from their root on:
+    the earliest attempt with the last attempt's answer."""
+    del record
+    return next(i for i, a in enumerate(answers) if a == answers[-1])
+
+
+def _first_trap_step(record, answers) -> int:
+    """The first attempt with the trap's answer (trap_warm_start.first_error_step)."""
+    trap = str(record.meta["trap_answer"])
+    return next((i for i, a in enumerate(answers) if str(a) == trap), 0)
+
+
 WORLDS = {
-    "traps": World("traps", "traps_v1", traps, _trap_conversations, default_skill=0.5,
+    "traps": World("traps", "traps_v1", traps, _trap_conversations, default_skill=0.7,
+                   first_error_step=_first_trap_step,
                    trunk_conversations=trap_warm_start.plain_conversations),
     "arith": World("arith", "base_policy_v6", synthetic, _arith_conversations,
-                   default_skill=None),
+                   default_skill=None, first_error_step=_repeated_mistake_step),
 }
 DEFAULT = "traps"
 

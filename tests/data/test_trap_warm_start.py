@@ -47,14 +47,16 @@ def test_without_skill_answers_after_a_failure_keep_the_plain_trap_rate():
     assert np.mean(trapped) == pytest.approx(traps.TRAP_RATES[3], abs=0.06)
 
 
-def test_a_failed_episodes_root_is_the_first_attempt_with_the_last_answer():
+def test_a_failed_episodes_root_is_its_first_trap_attempt():
     rng = np.random.default_rng(2)
     roots = []
     for p in problems(200):
         e = tw.failed_episode(p, rng)
         answers = [a.answer for a in e.failed]
         assert len(answers) == R3L_ATTEMPTS and p.answer not in answers
-        assert e.root == answers.index(answers[-1])
+        trapped = [a.trapped for a in e.failed]
+        assert e.root == (trapped.index(True) if any(trapped) else 0)
+        assert trapped == [a == p.trap_answer for a in answers]
         roots.append(e.root)
     assert set(roots) == set(range(R3L_ATTEMPTS))
 
