@@ -43,7 +43,7 @@ METHODS = ("grpo", "exgrpo", "lte", "lte_exgrpo", "multi_attempt", "r3l", "failu
 ARMS = [protocol.arm(m, m) for m in METHODS]
 REPORT = protocol.REPORT
 CURVES = ("reward_mean", "entropy", "response_length_mean", "eval/greedy_accuracy",
-          "eval/pass@8", "eval/attempts@3")
+          protocol.PASS, "eval/attempts@3")
 DEFAULT_BUDGET = protocol.DEFAULT_BUDGET
 
 

@@ -42,7 +42,7 @@ ARMS = [
 ]
 REPORT = protocol.REPORT
 CURVES = ("none_pass_fraction", "reward_mean", "eval/greedy_accuracy", "eval/pass@1",
-          "eval/pass@8", "lte/extra_success_rate")
+          protocol.PASS, "lte/extra_success_rate")
 NONE_PASS = "none_pass_fraction"
 QUARTERS = 4
 BUDGET, SEEDS = protocol.DEFAULT_BUDGET, "0,1,2"

@@ -1,6 +1,6 @@
 """Experiment: a method's effect as a function of the strength of its premise.
 
-    python experiments/premise_dial.py [--skills=0,0.5,0.9] [--seeds=0,1] [--budget=TOKENS]
+    python experiments/premise_dial.py [--skills=0,0.7,1] [--seeds=0,1] [--budget=TOKENS]
         [--arms=grpo,lte,...] [--config.key=value ...]
     python experiments/premise_dial.py --smoke     # CI: two tiny steps per arm and setting
 
@@ -37,7 +37,7 @@ METHODS = ("grpo", "lte", "multi_attempt", "r3l")
 ARMS = [protocol.arm(m, m) for m in METHODS]
 REPORT = protocol.REPORT
 CURVES = compare_methods.CURVES
-SKILLS, SEEDS = "0,0.5,0.9", "0,1"
+SKILLS, SEEDS = "0,0.7,1", "0,1"
 DEFAULT_BUDGET = protocol.DEFAULT_BUDGET
 BASELINE = "grpo"
 

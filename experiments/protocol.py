@@ -2,7 +2,7 @@
 
 Every arm built with `arm()` trains on the same small training set and is evaluated
 alike, before and after training, on the same held-out problems: greedy accuracy,
-avg@k and pass@k from 8 samples at the evaluation temperature, and k-attempt accuracy
+avg@k and pass@k from EVAL_SAMPLES samples at the evaluation temperature, and k-attempt accuracy
 (attempts@1..3: up to 3 attempts with R3L's "Incorrect. Your answer X does not
 match." feedback at temperature 0.4, one EVAL_TOKENS budget per episode), never with
 hints, guidance or prefixes. With one generated-token budget (DEFAULT_BUDGET) and the
@@ -26,18 +26,21 @@ HELD_OUT_LEVELS = (2, 3)
 # within a run: LTE's claim is about none-pass prompts becoming solvable, ExGRPO
 # replays the questions it has seen.
 TRAIN_SIZE = 256
+# Sized so that three seeds of every arm of the comparison and two of the dial fit the
+# 2-core machine in an afternoon: 128 held-out problems, 4 samples each, 60k tokens.
+EVAL_PROBLEMS, EVAL_SAMPLES = 128, 4
+AVG, PASS = f"eval/avg@{EVAL_SAMPLES}", f"eval/pass@{EVAL_SAMPLES}"
 PROTOCOL = (
     ("data.embedded_train_size", TRAIN_SIZE),
     ("data.embedded_eval_levels", HELD_OUT_LEVELS), ("data.embedded_eval_size", 512),
-    ("eval.max_problems", 256), ("eval.max_new_tokens", EVAL_TOKENS),
-    ("eval.num_samples", 8), ("eval.ks", (1, 4, 8)),
+    ("eval.max_problems", EVAL_PROBLEMS), ("eval.max_new_tokens", EVAL_TOKENS),
+    ("eval.num_samples", EVAL_SAMPLES), ("eval.ks", (1, EVAL_SAMPLES)),
     ("eval.attempts", 3), ("eval.attempt_feedback", "verifier"),
     ("eval.attempt_temperature", 0.4), ("eval.misleading_prefix", False),
     ("train.eval_every", 0),
 )
-REPORT = ("eval/greedy_accuracy", "eval/avg@8", "eval/pass@8", "eval/attempts@1",
-          "eval/attempts@3")
-DEFAULT_BUDGET = 120_000
+REPORT = ("eval/greedy_accuracy", AVG, PASS, "eval/attempts@1", "eval/attempts@3")
+DEFAULT_BUDGET = 60_000
 
 
 def arm(name: str, config: str, variant: str = "", extra=()) -> harness.Arm:

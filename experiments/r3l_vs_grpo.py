@@ -21,7 +21,7 @@ attempts, reflections, retries, tokens cut after a box):
 Every arm is evaluated alike under the shared protocol (experiments/protocol.py), at
 the start and the end: success within 3 attempts with "Incorrect. Your answer X does
 not match." feedback at temperature 0.4 (attempts@1 is the single-attempt accuracy at
-0.4), greedy accuracy and avg@8 / pass@8 on the plain prompt; never any guidance. The
+0.4), greedy accuracy and avg@k / pass@k on the plain prompt; never any guidance. The
 ablation arms are for a claim that reproduces: run `--arms=grpo,grpo_feedback,r3l`
 first.
 
@@ -56,7 +56,7 @@ ARMS = [
     protocol.arm("r3l_no_amplification", "r3l", variant="no_amplification"),
 ]
 REPORT = ("eval/attempts@1", "eval/attempts@2", "eval/attempts@3", "eval/greedy_accuracy",
-          "eval/avg@8", "eval/pass@8", "eval/attempts_answer_repeat_rate")
+          protocol.AVG, protocol.PASS, "eval/attempts_answer_repeat_rate")
 CURVES = ("reward_mean", "r3l/problems_solved", "none_pass_fraction", "r3l/retry_success",
           "r3l/reports/valid", "eval/attempts@3")
 DEFAULT_BUDGET = protocol.DEFAULT_BUDGET

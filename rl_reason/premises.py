@@ -64,7 +64,9 @@ class PremiseSettings:
     saturated_levels: tuple = (1,)
     questions: int = 128
     group_size: int = 8
-    r3l_episodes: int = 128
+    # Most episodes end solved: 512 leave ~150 failed ones to reflect on (128 left ~40,
+    # too few to tell a guided retry from a restart).
+    r3l_episodes: int = 512
     fp_questions: int = 96
     fp_mining_samples: int = 16
     saturation: float = 0.875

@@ -298,7 +298,7 @@ def test_compare_methods_evaluates_every_arm_alike(tiny_policy):
                  c.eval.max_problems, c.eval.misleading_prefix,
                  tuple(c.data.embedded_eval_levels), c.data.embedded_eval_size,
                  c.train.max_generated_tokens) for c in configs}
-    assert protocol == {(3, "verifier", 0.4, 8, (1, 4, 8), 128, 256, False, (2, 3), 512, 1000)}
+    assert protocol == {(3, "verifier", 0.4, 4, (1, 4), 128, 128, False, (2, 3), 512, 1000)}
 
 
 def test_compare_methods_change_table_by_hand(tmp_path):
