@@ -307,6 +307,9 @@ def parse_args(argv, name: str, default_budget: int, default_seeds: str):
     parser.add_argument("--runs", default="",
                         help="where the run workdirs go (default runs/WORLD/NAME; a smoke: "
                         "runs/WORLD/NAME_smoke, so it never resumes or overwrites a sweep)")
+    parser.add_argument("--shared", default="",
+                        help="the folder of runs shared between sweeps (default: "
+                        "dirname(RUNS)/shared, i.e. runs/WORLD/shared)")
     parser.add_argument("--smoke", action="store_true",
                         help="two steps of each arm with the tiny variant, one seed (CI)")
     parser.add_argument("--report_only", action="store_true",
@@ -462,8 +465,8 @@ def shared_run(args, workdir: str, config):
     if os.path.isdir(workdir) and not os.path.islink(workdir):
         yield workdir, True
         return
-    shared = os.path.join(os.path.dirname(os.path.abspath(args.runs)), "shared",
-                          config_key(config))
+    root = args.shared or os.path.join(os.path.dirname(os.path.abspath(args.runs)), "shared")
+    shared = os.path.join(root, config_key(config))
     os.makedirs(shared, exist_ok=True)
     os.makedirs(os.path.dirname(workdir), exist_ok=True)
     if not os.path.islink(workdir):

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare_methods  # noqa: E402
 import harness  # noqa: E402
 import protocol  # noqa: E402
+from rl_reason.data import worlds  # noqa: E402
 
 NAME = "premise_dial"
 METHODS = ("grpo", "lte", "multi_attempt", "r3l")
@@ -114,10 +115,16 @@ def main(argv=None) -> dict:
     skills, rest = parse_args(argv)
     args, _ = harness.parse_args(rest, NAME, DEFAULT_BUDGET, SEEDS)
     by_skill = {}
+    default = worlds.get("traps").default_skill
     for skill in skills:
+        # Every setting's runs sit in the world's shared folder, and the default
+        # setting's configs are the comparison's (world.skill left at -1), so its runs
+        # are the comparison's runs.
         sub = [f"--runs={os.path.join(args.runs, f'skill{skill:g}')}",
                f"--out={os.path.join(args.out, f'skill{skill:g}')}",
-               f"--config.world.skill={skill}"]
+               f"--shared={os.path.join(os.path.dirname(os.path.abspath(args.runs)), 'shared')}"]
+        if skill != default:
+            sub.append(f"--config.world.skill={skill}")
         print(f"=== {NAME}: skill {skill:g}", flush=True)
         by_skill[skill] = harness.main(ARMS, rest + sub, name=f"{NAME}_skill{skill:g}",
                                        report=REPORT, curves=CURVES,
