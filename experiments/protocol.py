@@ -27,7 +27,10 @@ HELD_OUT_LEVELS = (2, 3)
 # replays the questions it has seen.
 TRAIN_SIZE = 256
 # Sized so that three seeds of every arm of the comparison and two of the dial fit the
-# 2-core machine in an afternoon: 128 held-out problems, 4 samples each, 60k tokens.
+# 2-core machine in an afternoon: 128 held-out problems, 4 samples each. The budget,
+# 30k generated tokens (6-7 GRPO steps), stops before the trap world's ceiling: at 60k
+# GRPO and the first methods all ended at 0.88-0.90 held-out greedy accuracy, from
+# 0.36 (experiments/results/traps/compare_methods_60k).
 EVAL_PROBLEMS, EVAL_SAMPLES = 128, 4
 AVG, PASS = f"eval/avg@{EVAL_SAMPLES}", f"eval/pass@{EVAL_SAMPLES}"
 PROTOCOL = (
@@ -40,7 +43,7 @@ PROTOCOL = (
     ("train.eval_every", 0),
 )
 REPORT = ("eval/greedy_accuracy", AVG, PASS, "eval/attempts@1", "eval/attempts@3")
-DEFAULT_BUDGET = 60_000
+DEFAULT_BUDGET = 30_000
 
 
 def arm(name: str, config: str, variant: str = "", extra=()) -> harness.Arm:
