@@ -46,7 +46,7 @@ import numpy as np
 
 from rl_reason import sampling, stats
 from rl_reason.data import templates
-from rl_reason.errors import exit_on_user_error
+from rl_reason.errors import ConfigError, exit_on_user_error
 from rl_reason.models.tokenizer import pad_token_id, stop_token_ids
 from rl_reason.verifiers import cut_after_first_box
 from rl_reason.verifiers.exact_int import ExactIntVerifier
@@ -359,6 +359,41 @@ def table(p: dict) -> str:
     return "\n".join(rows)
 
 
+def dial_table(by_setting: dict[str, dict]) -> str:
+    """One row per method, one column per dial setting: the method prompt against plain
+    resampling and their ratio (failure-prefix: recovery at the earliest and the
+    latest cut; ExGRPO: the share of partly solved questions)."""
+    def pair(e_method, e_plain, ratio) -> str:
+        r = "n/a" if ratio is None else f"{ratio:.2f}x"
+        return f"{_fmt(e_method)} vs {_fmt(e_plain)} ({r})"
+
+    cells = {
+        "LTE: hinted vs plain resamples on none-pass questions":
+            lambda p: pair(p["lte"]["hinted"], p["lte"]["plain"], p["lte"]["ratio"]),
+        "multi-attempt: attempt 2 after \"incorrect\" vs an independent attempt":
+            lambda p: pair(p["multi_attempt"]["second_attempt"],
+                           p["multi_attempt"]["independent"], p["multi_attempt"]["ratio"]),
+        "multi-attempt: attempt 2 repeats the rejected answer":
+            lambda p: _fmt(p["multi_attempt"]["repeat_rate"]),
+        "R3L: guided retry vs restart on failed episodes":
+            lambda p: pair(p["r3l"]["guided_retry"], p["r3l"]["restart"], p["r3l"]["ratio"]),
+        "R3L: reports naming the first-error step":
+            lambda p: _fmt(p["r3l"]["names_first_error"]),
+        "failure-prefix: recovery, earliest / latest cut":
+            lambda p: " / ".join(_fmt(e) for e in (
+                list(p["failure_prefix"]["recovery_by_cut"].values())[0],
+                list(p["failure_prefix"]["recovery_by_cut"].values())[-1])),
+        "ExGRPO: questions with 1..G-1 of G correct":
+            lambda p: _fmt(p["exgrpo"]["mixed"]),
+    }
+    settings = list(by_setting)
+    rows = ["| premise | " + " | ".join(f"skill {k}" for k in settings) + " |",
+            "|---|" + "---|" * len(settings)]
+    for name, cell in cells.items():
+        rows.append(f"| {name} | " + " | ".join(cell(by_setting[k]) for k in settings) + " |")
+    return "\n".join(rows)
+
+
 @exit_on_user_error
 def main(argv=None) -> None:
     from rl_reason import models, pretrain
@@ -372,7 +407,23 @@ def main(argv=None) -> None:
                         help="a policy folder to measure instead of the world's base policy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the table's numbers here")
+    parser.add_argument("--summary", nargs="+", default=None, metavar="SKILL=JSON",
+                        help="print the dial table of measured settings (--json outputs) "
+                        "and exit, e.g. --summary 0=s0.json 0.7=s07.json")
     args = parser.parse_args(argv)
+    if args.summary:
+        by_setting = {}
+        for item in args.summary:
+            setting, sep, path = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--summary {item!r}: expected SKILL=JSON")
+            try:
+                with open(path) as f:
+                    by_setting[setting] = json.load(f)
+            except (OSError, json.JSONDecodeError) as e:
+                raise ConfigError(f"--summary {item!r}: cannot read {path}: {e}") from None
+        print(dial_table(by_setting))
+        return
     world = worlds.get(args.world)
     path = args.checkpoint or pretrain.ensure_base_policy(world.name, args.skill)
     model, tokenizer = models.load(path), models.load_tokenizer(path)
