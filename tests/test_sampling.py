@@ -10,13 +10,12 @@ reason.
 import contextlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rl_reason import models, sampling, sharding
-from rl_reason.models import transformer
 from rl_reason.rl.logprobs import token_logprobs
+from sampling_helpers import random_model
 
 NEW = 10           # max_new_tokens in most tests
 REF_SHAPE = (8, 64)
@@ -25,17 +24,7 @@ PROMPTS = [[3, 17, 42], [5, 9, 81, 11, 2, 60, 33, 7, 90, 14, 21], [100, 4, 8, 15
 
 @pytest.fixture(scope="module")
 def model():
-    # Large random weights (numpy, no per-shape threefry compiles): init's std 0.02 gives
-    # near-flat logits, where argmax ties would make the comparisons meaningless.
-    config = models.get_preset("tiny-qwen3")
-    rng = np.random.default_rng(0)
-    shapes = jax.eval_shape(lambda: transformer.init_params(config, jax.random.PRNGKey(0)))
-
-    def draw(path, leaf):
-        base = 1.0 if "norm" in jax.tree_util.keystr(path) else 0.0
-        return jnp.asarray(base + 0.15 * rng.standard_normal(leaf.shape), leaf.dtype)
-
-    return models.Model(jax.tree_util.tree_map_with_path(draw, shapes), config)
+    return random_model()
 
 
 def last_logits(model, contexts) -> np.ndarray:
