@@ -29,7 +29,7 @@ class EvalSettings:
     misleading_prefix: bool = False           # continuation from a wrong response's prefix
     prefix_fraction: float = 0.5              # where the wrong response is cut
     prefix_samples: int = 8                   # samples per problem to find a wrong one in
-    batch_size: int = 256         # rows per sampler call
+    batch_size: int = 256         # rows decoded at once (the sampler's slots, max_slots)
     seed: int = 0
 
     def __post_init__(self):
