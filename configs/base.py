@@ -70,6 +70,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         # layers * slots * (prompt + new tokens) * kv_heads * head_dim * 2 values. Also
         # the rows per chunk when the trainer scores sequences (ctx.score).
         max_sample_batch=0,
+        # The KV cache's dtype in rollouts and evaluation ('' = model.dtype): 'bfloat16'
+        # halves its memory and reads at float32 compute, rounding keys and values.
+        cache_dtype="",
     ))
 
     # The policy loss (docs/methods.md, "GRPO" and "Off-policy tokens"); methods may

@@ -76,7 +76,8 @@ class RolloutEngine:
                 model, contexts, max_new_tokens=budgets, rng=jax.random.fold_in(rng, 0),
                 temperature=self.cfg.temperature, top_p=self.cfg.top_p, top_k=self.cfg.top_k,
                 stop_token_ids=self.stop_token_ids, pad_id=self.pad_id,
-                max_slots=self.cfg.max_sample_batch, mesh=self.mesh)
+                max_slots=self.cfg.max_sample_batch, cache_dtype=self.cfg.cache_dtype or None,
+                mesh=self.mesh)
         self.sampler_calls += 1
         generated = []
         for row in range(len(out.lengths)):

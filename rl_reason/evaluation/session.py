@@ -85,7 +85,8 @@ class EvalSession:
             self.model, prompts, max_new_tokens=fitted, rng=jax.random.fold_in(rng, 0),
             temperature=temperature, top_p=settings.top_p, greedy=temperature == 0,
             stop_token_ids=self.stop_token_ids, prefixes=prefixes, pad_id=self.pad_id,
-            max_slots=settings.batch_size, mesh=self.mesh)
+            max_slots=settings.batch_size, cache_dtype=settings.cache_dtype or None,
+            mesh=self.mesh)
         return [(ids, bool(truncated))
                 for ids, truncated in zip(out.response_tokens(), out.truncated)]
 

@@ -29,9 +29,11 @@ from jax.experimental import multihost_utils
 from rl_reason import sharding
 from rl_reason.sampling import draw, shapes, slots as slots_lib
 
-# While rows wait, a segment returns to the host once this share of the slots is free:
-# each return costs a host round trip and one prefill of the freed slots' rows, while
-# a freed slot idles until then (on average half of this share of the slots).
+# While rows wait, a segment returns to the host once this share of the slots is free
+# (rounded up to a power of two, the refill chunk): each return costs a host round
+# trip and a prefill of the freed slots' rows, while a freed slot idles until then (on
+# average half of the chunk). Refills are prefilled a chunk at a time, so an admission
+# has one of two shapes: all slots (the first fill) or one chunk.
 REFILL_FRACTION = 1 / 8
 
 # What the continuous batches of this process did, in all (diagnostics for tests and
@@ -72,6 +74,12 @@ def _next_power_of_two(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
+def refill_chunk(slots: int, multiple: int = 1) -> int:
+    """The rows of one refill admission (REFILL_FRACTION)."""
+    chunk = _next_power_of_two(max(1, int(slots * REFILL_FRACTION)))
+    return min(slots, shapes.round_up(chunk, multiple))
+
+
 def run(model, rows: Rows, *, slots: int, capacity: int, rng, settings: draw.Settings,
         greedy: bool, filtered: bool, cache_dtype: str | None, mesh):
     """Every row decoded in at most `slots` slots; returns the device state holding
@@ -87,20 +95,19 @@ def run(model, rows: Rows, *, slots: int, capacity: int, rng, settings: draw.Set
     ladder = shapes.slot_ladder(B, multiple)
     out_rows = shapes.round_up(shapes.bucket(N, minimum=1), multiple)
     state = slots_lib.empty(settings.pad_id, config=config, slots=B, rows=out_rows,
-                            window=P + ends[0], capacity=capacity, filtered=filtered, cache_dtype=cache_dtype,
-                            mesh=mesh)
-    # The host's copy of each slot: its row (-1: none), done, step.
-    row_B = np.full(B, -1)
+                            window=P + ends[0], capacity=capacity, filtered=filtered,
+                            cache_dtype=cache_dtype, mesh=mesh)
+    # The host's copy of each slot's done flag and step (its row's tokens so far).
     done_B = np.ones(B, bool)
     step_B = np.zeros(B, np.int64)
     waiting = 0   # rows [waiting, N) have not been admitted yet
 
+    chunk = refill_chunk(B, multiple)
     while True:
         free_B = np.flatnonzero(done_B)
-        if waiting < N and free_B.size:
-            count = min(free_B.size, N - waiting)
-            # Admissions of a power-of-two size (or all slots): one prefill shape each.
-            size = min(B, shapes.round_up(_next_power_of_two(count), multiple))
+        while waiting < N and free_B.size:
+            size = B if free_B.size == B else chunk
+            count = min(free_B.size, N - waiting, size)
             new_A = np.arange(waiting, waiting + count)
             slot_A = np.full(size, B, np.int32)
             slot_A[:count] = free_B[:count]
@@ -118,25 +125,25 @@ def run(model, rows: Rows, *, slots: int, capacity: int, rng, settings: draw.Set
                 rng, settings, greedy=greedy, filtered=filtered, mesh=mesh)
             waiting += count
             WORK["admissions"] += 1
-            row_B[slot_A[:count]] = new_A
             done_B[slot_A[:count]] = False   # a row may be done at once: the device knows
             step_B[slot_A[:count]] = 1
+            free_B = free_B[count:]
         live_B = ~done_B
         if not live_B.any():
             break
         if waiting == N:
-            target = min(size for size in ladder if size >= live_B.sum())
+            target = min(s for s in ladder if s >= live_B.sum())
             if target < state.slots:
                 keep = np.concatenate([np.flatnonzero(live_B), np.flatnonzero(done_B)])[:target]
                 state = slots_lib.compact(model, state, put(keep.astype(np.int32), same),
                                           mesh=mesh)
-                row_B, done_B, step_B = row_B[keep], done_B[keep], step_B[keep]
+                done_B, step_B = done_B[keep], step_B[keep]
                 WORK["compactions"] += 1
         B_now = state.slots
         if waiting < N:
-            exit_at = min(max(1, int(B_now * REFILL_FRACTION)), N - waiting)
+            exit_at = min(chunk, N - waiting)
         else:
-            smaller = [size for size in ladder if size < B_now]
+            smaller = [s for s in ladder if s < B_now]
             exit_at = B_now - smaller[0] if smaller else B_now
         exit_at = max(exit_at, int(done_B.sum()) + 1)
         furthest = int(step_B[~done_B].max())
