@@ -32,6 +32,11 @@ for rl_reason's static batch (`continuous=False`, today's sampler before issue 2
 which is given the per-row budgets. Every runner is credited with the useful tokens
 only: sum_i L_i.
 
+With --slots below the batch, the rows go through that many slots: rl_reason's
+continuous batch refills them; every static sampler (rl_reason's static batch, tunix,
+transformers) makes one call per --slots rows in turn, as a rollout with
+rollout.max_sample_batch = --slots did before issue 28.
+
 Runners, each batch size in turn: one untimed warm-up call each (compilation), then
 --repeats rounds of one timed call of each in turn; the best of each is reported, since
 the quickest run is the one least disturbed by other processes. Times are whole calls
@@ -165,6 +170,21 @@ def random_prompts(tokenizer, batch: int, length: int, rng) -> tuple[list[str], 
 
 
 
+def chunks(rows, slots: int) -> list:
+    """The calls a static sampler holding at most `slots` rows (0: all) makes."""
+    size = slots or len(rows)
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def chunk_name(batch: int, index: int) -> str:
+    return f"{batch}.{index}"
+
+
+def in_turn(calls: list):
+    """One callable running `calls` one after the other."""
+    return lambda: [call() for call in calls]
+
+
 def time_runners(runners: dict, repeats: int) -> dict[str, float]:
     """Best of `repeats` interleaved rounds, one call of each runner in turn (a runner
     may return its own measured seconds, e.g. tunix's without the pipe round trip)."""
@@ -175,6 +195,7 @@ def time_runners(runners: dict, repeats: int) -> dict[str, float]:
             reported = run()
             elapsed = time.perf_counter() - start
             times[name].append(reported if isinstance(reported, float) else elapsed)
+            print(f"  {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
     return {name: min(t) for name, t in times.items()}
 
 
@@ -259,7 +280,9 @@ def main() -> None:
         model = models.load(folder)
         rng = np.random.default_rng(0)
         prompts = {b: random_prompts(tokenizer, b, args.prompt_len, rng) for b in batches}
-        tunix = (TunixSampler(args.envs, folder, {b: p[0] for b, p in prompts.items()},
+        tunix = (TunixSampler(args.envs, folder,
+                              {chunk_name(b, i): texts for b, p in prompts.items()
+                               for i, texts in enumerate(chunks(p[0], args.slots))},
                               args.new_tokens, args.prompt_len, folder)
                  if with_tunix else None)
         if args.ceiling:
@@ -282,19 +305,26 @@ def main() -> None:
                 runners = {"rl_reason": lambda: ours(True)}
                 if not args.skip_static:
                     runners["static"] = lambda: ours(False)
+                calls = len(chunks(ids, args.slots))
                 if tunix is not None:
-                    runners["tunix"] = lambda batch=batch: tunix.call("time", batch)
+                    runners["tunix"] = lambda batch=batch, calls=calls: sum(
+                        tunix.call("time", chunk_name(batch, i)) for i in range(calls))
                 if with_transformers:
-                    runners["transformers"] = run_transformers(
-                        folder, prompts[batch][1], args.new_tokens, eos, torch_device, dtype)
+                    runners["transformers"] = in_turn([
+                        run_transformers(folder, part, args.new_tokens, eos, torch_device, dtype)
+                        for part in chunks(prompts[batch][1], args.slots)])
                 if args.ceiling:
                     runners["ceiling"] = decode_ceiling.xla_runner(
                         config, ceiling_weights, batch, args.new_tokens, dtype=dtype)
                 for name, run in runners.items():   # compilation, first-touch allocations
+                    start = time.perf_counter()
                     if name == "tunix":
-                        tunix.call("warm", batch)
+                        for i in range(calls):
+                            tunix.call("warm", chunk_name(batch, i))
                     else:
                         run()
+                    print(f"  {name} warm-up: {time.perf_counter() - start:.1f} s",
+                          file=sys.stderr, flush=True)
                 work = sampling.scheduler.WORK["slot_steps"]
                 best = time_runners(runners, args.repeats)
                 slot_steps = (sampling.scheduler.WORK["slot_steps"] - work) / args.repeats

@@ -17,14 +17,15 @@ def usable_cores() -> int:
 
 
 class TunixSampler:
-    """benchmarks/peers/tunix_sampler.py in the tunix environment, one call per command."""
+    """benchmarks/peers/tunix_sampler.py in the tunix environment, one call per command;
+    `prompts` names each set of prompt strings a call may take."""
 
     def __init__(self, envs: str, checkpoint: str, prompts: dict, new_tokens: int,
                  prompt_len: int, workdir: str):
         from benchmarks.grpo_step import PEERS_DIR, Worker, ensure_env
         job = os.path.join(workdir, "tunix_sampler_job.json")
         with open(job, "w") as f:
-            json.dump(dict(prompts={str(b): p for b, p in prompts.items()},
+            json.dump(dict(prompts=prompts,
                            new_tokens=new_tokens, prompt_len=prompt_len), f)
         self.worker = Worker("tunix", [ensure_env("tunix", envs),
                                        os.path.join(PEERS_DIR, "tunix_sampler.py"),
@@ -32,8 +33,8 @@ class TunixSampler:
                              os.path.join(workdir, "tunix_sampler.log"))
         self.worker.read("ready")
 
-    def call(self, command: str, batch: int):
-        self.worker.proc.stdin.write(f"{command} {batch}\n")
+    def call(self, command: str, name: str):
+        self.worker.proc.stdin.write(f"{command} {name}\n")
         self.worker.proc.stdin.flush()
         return self.worker.read("step")["seconds"]
 

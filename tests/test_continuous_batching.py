@@ -57,8 +57,8 @@ def test_rows_match_the_static_batch_whatever_the_slots(model, static, mode, max
     work = {k: scheduler.WORK[k] - before.get(k, 0) for k in ("admissions", "compactions")}
     if max_slots:      # fewer slots than rows: freed slots were refilled
         assert work["admissions"] > 1
-    else:              # all 16 rows at once, then compacted to 8 slots as they finished
-        assert work == {"admissions": 1, "compactions": 1}
+    else:              # all 16 rows at once, then compacted (12, 8 slots) as they finished
+        assert work["admissions"] == 1 and work["compactions"] >= 1
     # The rows stop at very different lengths, some at a stop id, some at their budget.
     assert out.lengths.min() == 1 and out.lengths.max() >= 60
     assert out.truncated.any() and (~out.truncated).any()
@@ -99,8 +99,8 @@ def test_prefixes_in_refilled_slots(model):
 
 def test_finished_rows_cost_no_decode_work(model):
     # One row runs to 90 tokens, fifteen stop within 3: the static batch decodes all
-    # 16 rows for 89 steps; the continuous one compacts to 8 slots after a few steps
-    # (the ladder's smallest size) and decodes only those from then on.
+    # 16 rows for 89 steps; the continuous one compacts to 8 slots (the ladder's
+    # smallest size) once they stop, and decodes only those from then on.
     budgets = [90] + [3] * 15
     before = scheduler.WORK["slot_steps"]
     out = sampling.generate(model, PROMPTS, max_new_tokens=budgets, rng=0, stop_token_ids=())
@@ -123,12 +123,14 @@ def test_bfloat16_cache(model, static):
 
 
 def test_slot_ladder_and_count():
-    assert shapes.slot_ladder(256) == (256, 128, 64, 32, 16, 8)
-    assert shapes.slot_ladder(96) == (96, 64, 32, 16, 8)
+    # Buckets (2^k and 1.5 x 2^k) down to 8 slots, or 1/16 of the slots if more.
+    assert shapes.slot_ladder(64) == (64, 48, 32, 24, 16, 12, 8)
+    assert shapes.slot_ladder(256) == (256, 192, 128, 96, 64, 48, 32, 24, 16)
+    assert shapes.slot_ladder(100) == (100, 96, 64, 48, 32, 24, 16, 12, 8)
     assert shapes.slot_ladder(5) == (5,)
-    # On 8 data-parallel devices every size is a multiple of 8.
+    # On 8 or 16 data-parallel devices every size is a multiple of 8 or 16.
     assert shapes.slot_ladder(24, multiple=8) == (24, 16, 8)
-    assert shapes.slot_ladder(64, multiple=16) == (64, 32, 16)
+    assert shapes.slot_ladder(64, multiple=16) == (64, 48, 32, 16)
     # All rows (bucketed), or max_slots when fewer, rounded to the data-parallel size.
     assert [shapes.slot_count(n, 0) for n in (1, 3, 5, 100)] == [1, 3, 6, 128]
     assert [shapes.slot_count(n, 64) for n in (5, 100, 1000)] == [6, 64, 64]

@@ -7,10 +7,11 @@ which window each decode segment reads.
 
 Rows are admitted in call order. A decode segment runs on the device until one of:
 every slot is done; the furthest row reaches the segment's window; or enough slots
-are done that the host has work: REFILL_FRACTION of the slots (or every waiting row)
-while rows wait, else enough for the live rows to fit the next smaller size of the
-slot ladder (shapes.slot_ladder). Between segments only done_B and step_B ([B] each)
-come back to the host; the outputs come back once, at the end.
+are done that the host has work: a refill chunk (REFILL_FRACTION of the slots, or
+every waiting row) while rows wait, else enough for the live rows to fit the next
+smaller size of the slot ladder (shapes.slot_ladder). Between segments only done_B,
+step_B ([B] each) and the segment's step count come back to the host; the outputs
+come back once, at the end.
 
 Nothing here looks at a row's budget or at the tokens: the schedule reacts to rows
 stopping as it would to stop tokens, so a benchmark that forces stop points through

@@ -2,13 +2,14 @@
 free slots (prefill + insert), decode segments over all slots, compaction.
 
 A slot holds one row of the call at a time. Its cache keeps the static batch's layout
-(rl_reason/sampling/static.py): the context left-padded into slots [0, P), token j
-generated at slot P + j, so a row attends to exactly what it would in a static batch.
-The rows of one batch are at different steps, so each writes its own cache slot
-(transformer's per-row cache_index). The cache holds `window` slots, enough for the
-furthest row (the static batch's decode segments, shapes.segment_ends), and is
-resized between segments: a step's attention reads the whole cache, and reading a
-slice of a larger one made XLA copy the slice at every step and layer.
+(rl_reason/sampling/static.py): the context left-padded into positions [0, P), token j
+generated at position P + j, so a row attends to exactly what it would in a static
+batch. The rows of one batch are at different steps, so each writes its own cache
+position (transformer's per-row cache_index). The cache holds `window` positions,
+enough for the furthest row (the static batch's decode segments,
+shapes.segment_ends), and is resized between segments: a step's attention reads the
+whole cache, and reading a slice of a larger one made XLA copy the slice at every
+step and layer.
 
 Outputs are kept by row of the call ([N, W]) and written through each slot's row
 index at every step, so a row that finishes needs no copy before its slot is reused
@@ -16,7 +17,8 @@ and compaction moves only the caches.
 
 Shape letters as in rl_reason/__init__.py; here B is the slot count, A the rows of
 one admission, N the rows of the call, P the bucketed context length, W the
-bucketed capacity of the largest budget and S <= P + W cache slots.
+bucketed capacity of the largest budget and S <= P + W cache positions (the
+transformer's key / cache slots).
 """
 
 from __future__ import annotations
@@ -155,8 +157,8 @@ def admit(model: Model, state: SlotState, tokens_AP, context_A, row_A, budget_A,
                                              cache, 0)
     # Only the last position's logits are needed: skip the [A, P, V] unembedding.
     logits_AV = transformer.unembed(params, config, h_APD[:, -1:])[:, 0]
-    # The whole context slot range [0, P) of each slot is overwritten; slots from P on
-    # keep the previous row's entries, which the mask hides until the new row writes.
+    # Cache positions [0, P) of each slot are overwritten; positions from P on keep the
+    # previous row's entries, which the mask hides until the new row writes them.
     state = dataclasses.replace(
         state,
         cache={"k": [k.at[slot_A, :, :, :P].set(new, mode="drop")
@@ -198,7 +200,7 @@ def decode(model: Model, state: SlotState, rng, settings: draw.Settings, exit_at
 
     def body(carry):
         state, steps = carry
-        # Step s of a row feeds its token s - 1 at cache slot P + s - 1.
+        # Step s of a row feeds its token s - 1 at cache position P + s - 1.
         index_B = P + state.step_B - 1
         start_B = P - state.context_B
         positions_B1 = (state.context_B + state.step_B - 1)[:, None]
@@ -242,7 +244,7 @@ def _take_slots(model: Model, slots: dict, keep_C, *, mesh) -> dict:
 
 @functools.partial(jax.jit, static_argnames=("window", "mesh"))
 def resize(model: Model, cache: dict, *, window: int, mesh) -> dict:
-    """The caches cut or padded (with empty slots) to `window` slots. Once per
+    """The caches cut or padded (with empty positions) to `window` positions. Once per
     segment, not per step; cut only past every live row's entries."""
     TRACE_COUNT["slots.resize"] += 1
     B, S = cache["k"][0].shape[0], cache["k"][0].shape[-1]
