@@ -15,8 +15,21 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Printed at the start of a run (e.g. that a method config still runs a stand-in).
     c.note = ""
 
-    # Policy. An empty checkpoint means the embedded base policy (built and cached on
-    # first use by rl_reason.pretrain).
+    # The embedded world (rl_reason/data/worlds.py): the synthetic task trained and
+    # evaluated on when data.train is empty, and the base policy an empty
+    # model.checkpoint starts from. 'traps': wrong answers say why they are wrong and
+    # the base policy can use them (every method's premise measured:
+    # rl_reason/premises.py); 'arith': the earlier world, whose failures carry no
+    # information (the no-information reference).
+    c.world = ml_collections.ConfigDict(dict(
+        name="traps",
+        # The premise dial of the base policy: the share of its warm-start failures it
+        # learned to use (0 = none). -1 = the world's default.
+        skill=-1.0,
+    ))
+
+    # Policy. An empty checkpoint means the embedded world's base policy (shipped with
+    # the package, or built and cached on first use by rl_reason.pretrain).
     c.model = ml_collections.ConfigDict(dict(
         checkpoint="",
         dtype="float32",          # activations / matmuls
@@ -37,7 +50,8 @@ def get_base_config() -> ml_collections.ConfigDict:
         embedded_train_size=4000,
         embedded_eval_size=200,
         # Difficulty levels of the embedded task used for training and held-out
-        # evaluation (rl_reason/data/synthetic.py LEVELS, 1 = easiest).
+        # evaluation (the world's LEVELS, 1 = easiest: rl_reason/data/traps.py,
+        # rl_reason/data/synthetic.py).
         embedded_levels=(1, 2, 3, 4, 5, 6, 7, 8),
         # Levels of the embedded held-out split, when they differ from the training
         # levels (e.g. train on the easy levels, evaluate on them and the next ones);
@@ -155,6 +169,17 @@ def get_base_config() -> ml_collections.ConfigDict:
         # Runs that start from the same checkpoint with the same seed and evaluation
         # settings share one step-0 evaluation (cached under RL_REASON_CACHE).
         share_initial=True,
+    ))
+
+    # Where metrics go besides WORKDIR/metrics.jsonl and its TensorBoard events.
+    c.logging = ml_collections.ConfigDict(dict(
+        # Also to Weights & Biases (rl_reason/wandb_sink.py; pip install -e ".[wandb]"):
+        # the same metric names and the run config, from process 0; a resumed run
+        # continues the same W&B run. WANDB_MODE=offline keeps it on disk.
+        wandb=False,
+        wandb_project="rl_reason",
+        wandb_entity="",          # '' = the account's default entity
+        wandb_run_name="",        # '' = the workdir's folder name
     ))
 
     # Mesh axes; -1 fills with the remaining devices.

@@ -31,6 +31,7 @@ Variants (`--config=configs/exgrpo.py:<variant>`, combined with commas):
 import ml_collections
 
 from configs import base, grpo
+from rl_reason.errors import UnknownVariantError
 
 ABLATIONS = {
     "no_question_selection": {"method.question_selection": "uniform"},
@@ -41,6 +42,9 @@ ABLATIONS = {
     "rho075": {"method.replay_ratio": 0.75},
 }
 MODEL_VARIANTS = ("tiny", "qwen25_math_1p5b", "qwen3_4b")
+# The paper's names for keys: `--config.method.rho=0.25` is answered with the key it
+# means (rl_reason/config_flag.py).
+PAPER_NAMES = {"rho": "method.replay_ratio"}
 
 
 def get_config(arg: str = ""):
@@ -81,8 +85,7 @@ def apply_variant(c, arg: str) -> None:
             if part != "tiny":
                 paper_settings(c)
         else:
-            raise ValueError(f"unknown config variant {part!r}; known: "
-                             f"{', '.join(MODEL_VARIANTS + tuple(ABLATIONS))}")
+            raise UnknownVariantError(part, MODEL_VARIANTS + tuple(ABLATIONS))
 
 
 def paper_settings(c) -> None:

@@ -33,6 +33,7 @@ Variants (`--config=configs/failure_prefix.py:<variant>`, combined with commas):
 import ml_collections
 
 from configs import base, grpo
+from rl_reason.errors import UnknownVariantError
 
 # One switch each off the default (experiments/ablate.py runs them).
 ABLATIONS = ("no_refresh", "tau025", "tau075")
@@ -93,7 +94,7 @@ def apply_variant(c, part: str) -> None:
                  probe_samples=8, refresh_every=0, refresh_on_plateau=True,
                  plateau_patience=2, plateau_delta=0.0)
     else:
-        raise ValueError(f"unknown config variant {part!r}; known: {', '.join(OWN_VARIANTS)}")
+        raise UnknownVariantError(part, OWN_VARIANTS)
 
 
 def authors_grpo(c) -> None:

@@ -15,6 +15,9 @@ Variants (`--config=configs/grpo.py:<variant>`):
 """
 
 from configs import base
+from rl_reason.errors import UnknownVariantError
+
+VARIANTS = ("tiny", "dapo", "drgrpo", "qwen25_math_1p5b", "qwen3_4b")
 
 
 def get_config(arg: str = ""):
@@ -58,8 +61,7 @@ def apply_variant(c, arg: str) -> None:
             c.mesh.update(data=1, fsdp=-1, tensor=4)
             c.optim.num_minibatches = 4
         else:
-            raise ValueError(f"unknown config variant {part!r}; known: tiny, dapo, drgrpo, "
-                             "qwen25_math_1p5b, qwen3_4b")
+            raise UnknownVariantError(part, VARIANTS)
 
 
 def real_math_run(c) -> None:

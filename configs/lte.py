@@ -22,6 +22,7 @@ Variants (`--config=configs/lte.py:<variant>`, combined with commas):
 import ml_collections
 
 from configs import base, grpo
+from rl_reason.errors import UnknownVariantError
 
 # The entropy bonus of the lte_entropy variant. The paper does not give its value to
 # us; 0.001 is what the released LUFFY / ExGRPO code uses with the same off-policy
@@ -64,5 +65,4 @@ def apply_variant(c, arg: str) -> None:
         elif part in GRPO_VARIANTS:
             grpo.apply_variant(c, part)
         else:
-            raise ValueError(f"unknown config variant {part!r}; known: "
-                             f"{', '.join(VARIANTS + GRPO_VARIANTS)}")
+            raise UnknownVariantError(part, VARIANTS + GRPO_VARIANTS)

@@ -16,9 +16,12 @@ LTE's `no_concise` and `no_cap`.
 """
 
 from configs import exgrpo, lte
+from rl_reason.errors import UnknownVariantError
 
 # ExGRPO's ablations and the hint switches (experiments/ablate.py runs them).
-ABLATIONS = tuple(exgrpo.ABLATIONS) + ("no_concise", "no_cap")
+LTE_VARIANTS = ("no_concise", "no_cap")
+ABLATIONS = tuple(exgrpo.ABLATIONS) + LTE_VARIANTS
+PAPER_NAMES = exgrpo.PAPER_NAMES
 
 
 def get_config(arg: str = ""):
@@ -31,9 +34,12 @@ def get_config(arg: str = ""):
         for key in hints:
             c.method[key] = hints[key]
     for part in filter(None, arg.split(",")):
-        if part in ("no_concise", "no_cap"):
+        if part in LTE_VARIANTS:
             lte.apply_variant(c, part)
         else:
-            exgrpo.apply_variant(c, part)
+            try:
+                exgrpo.apply_variant(c, part)
+            except UnknownVariantError as e:
+                raise UnknownVariantError(e.variant, e.known + LTE_VARIANTS) from None
     c.lock()
     return c

@@ -45,6 +45,7 @@ Variants (`--config=configs/r3l.py:<variant>`, combined with commas):
 """
 
 from configs import base, grpo
+from rl_reason.errors import UnknownVariantError
 
 # The paper's ablations, one switch each (experiments/ablate.py runs them).
 ABLATIONS = ("no_reflect_retry", "no_pivotal_credit", "no_amplification")
@@ -94,8 +95,8 @@ def apply_variant(c, arg: str) -> None:
     rest = ",".join(p for p in parts if p not in METHOD_VARIANTS)
     try:
         grpo.apply_variant(c, rest)
-    except ValueError as e:
-        raise ValueError(f"{e}; r3l also has {', '.join(METHOD_VARIANTS)}") from None
+    except UnknownVariantError as e:
+        raise UnknownVariantError(e.variant, e.known + METHOD_VARIANTS) from None
     if "tiny" in parts:
         # The test policy has 512 positions: a request over 480 tokens is skipped.
         c.rollout.max_new_tokens = 48

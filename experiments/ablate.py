@@ -17,7 +17,7 @@ config when given. `--report` names the final metrics of the table (default: gre
 accuracy, avg@4, pass@4). A config's named ablations are its `ABLATIONS` (a tuple of variant
 names, or a dict of variant name -> overrides). Everything else is the harness's
 (experiments/harness.py): one start, one budget, resumable workdirs in
-runs/ablate_<config>, results in experiments/results/ablate_<config>/ (results.md,
+runs/<world>/ablate_<config>, results in experiments/results/<world>/ablate_<config>/ (results.md,
 results.json, curves.png). Arm names match the method experiments' (exgrpo_no_shaping,
 r3l_no_pivotal_credit), so `--runs` may point at an experiment's workdirs to reuse the
 runs it made under the same protocol.

@@ -18,15 +18,14 @@ replay groups' fresh samples):
     r3l             configs/r3l.py
     failure_prefix  configs/failure_prefix.py
 
-Every arm is evaluated alike, before and after training, on the same held-out
-problems (levels 2-3): greedy accuracy, avg@k and pass@k from 8 samples at the eval
-temperature, and k-attempt accuracy (attempts@1..3: up to 3 attempts with "Incorrect.
-Your answer X does not match." feedback at temperature 0.4, one EVAL_TOKENS budget per
-episode), never with hints, guidance or prefixes. Reported: mean +- standard error over
-seeds of each final metric, and its change from the shared start (results.md); curves
-of training reward and of the evaluations against generated tokens (curves.png).
-Writes experiments/results/compare_methods/; workdirs go to runs/compare_methods
-(resumable: re-running the command continues a stopped sweep).
+Every arm is trained and evaluated under the shared protocol (experiments/protocol.py:
+the same small training set, held-out problems of levels 2-3, greedy, avg@k, pass@k
+and attempts@1..3, never with hints, guidance or prefixes). Reported: mean +- standard
+error over seeds of each final metric, and its change from the shared start
+(results.md); curves of training reward and of the evaluations against generated
+tokens (curves.png). Writes experiments/results/WORLD/compare_methods/; workdirs go to
+runs/WORLD/compare_methods, linked to the world's shared runs (resumable: re-running
+the command continues a stopped sweep).
 """
 
 from __future__ import annotations
@@ -37,28 +36,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
+import protocol  # noqa: E402
 
 NAME = "compare_methods"
-# The longest episode budget among the methods' defaults (multi-attempt's and R3L's),
-# given to every evaluation so that all arms answer under the same limit.
-EVAL_TOKENS = 128
-HELD_OUT_LEVELS = (2, 3)
-PROTOCOL = (
-    ("data.embedded_eval_levels", HELD_OUT_LEVELS), ("data.embedded_eval_size", 512),
-    ("eval.max_problems", 256), ("eval.max_new_tokens", EVAL_TOKENS),
-    ("eval.num_samples", 8), ("eval.ks", (1, 4, 8)),
-    ("eval.attempts", 3), ("eval.attempt_feedback", "verifier"),
-    ("eval.attempt_temperature", 0.4), ("eval.misleading_prefix", False),
-    ("train.eval_every", 0),
-)
 METHODS = ("grpo", "exgrpo", "lte", "lte_exgrpo", "multi_attempt", "r3l", "failure_prefix")
-ARMS = [harness.Arm(m, m, overrides=PROTOCOL) for m in METHODS]
-REPORT = ("eval/greedy_accuracy", "eval/avg@8", "eval/pass@8", "eval/attempts@1",
-          "eval/attempts@3")
+ARMS = [protocol.arm(m, m) for m in METHODS]
+REPORT = protocol.REPORT
 CURVES = ("reward_mean", "entropy", "response_length_mean", "eval/greedy_accuracy",
           "eval/pass@8", "eval/attempts@3")
-# About 20 steps of GRPO's default (16 questions x 8 samples x ~45 tokens).
-DEFAULT_BUDGET = 120_000
+DEFAULT_BUDGET = protocol.DEFAULT_BUDGET
 
 
 def initial_metrics(workdir: str, keys) -> dict[str, float]:

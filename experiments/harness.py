@@ -13,7 +13,8 @@ rollouts, hints, retries, replays' fresh samples, mining). The trainer resumes a
 stopped run and skips a finished one, so re-running the command continues a sweep
 where it stopped.
 
-Outputs in OUT (committed with the project; workdirs live under RUNS, which is not):
+Outputs in OUT (default experiments/results/WORLD/NAME, committed with the project;
+workdirs live under RUNS, default runs/WORLD/NAME, which is not):
     results.md      per-arm mean +- standard error over seeds of each reported final
                     metric, then every run's values
     results.json    the same numbers, and each run's final metrics
@@ -27,6 +28,7 @@ none (a look at a sweep that another process is running).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -43,6 +45,7 @@ for _path in (ROOT, os.path.join(ROOT, "experiments")):
 import numpy as np  # noqa: E402
 
 from rl_reason import plot  # noqa: E402
+from rl_reason.data import worlds  # noqa: E402
 
 TOKENS = "budget/generated_tokens"
 MINUTES = "wall_minutes"
@@ -300,10 +303,10 @@ def parse_args(argv, name: str, default_budget: int, default_seeds: str):
                         "experiment's own start, else the embedded base policy")
     parser.add_argument("--out", default="",
                         help="where results.md, results.json and curves.png go (default "
-                        "experiments/results/NAME; a smoke: runs/NAME_smoke/results)")
+                        "experiments/results/WORLD/NAME; a smoke: runs/WORLD/NAME_smoke/results)")
     parser.add_argument("--runs", default="",
-                        help="where the run workdirs go (default runs/NAME; a smoke: "
-                        "runs/NAME_smoke, so it never resumes or overwrites a sweep)")
+                        help="where the run workdirs go (default runs/WORLD/NAME; a smoke: "
+                        "runs/WORLD/NAME_smoke, so it never resumes or overwrites a sweep)")
     parser.add_argument("--smoke", action="store_true",
                         help="two steps of each arm with the tiny variant, one seed (CI)")
     parser.add_argument("--report_only", action="store_true",
@@ -318,10 +321,12 @@ def parse_args(argv, name: str, default_budget: int, default_seeds: str):
         overrides.append((key, raw))
     if args.smoke:
         args.seeds = args.seeds.split(",")[0]
+    # Each world's sweeps and results apart: the world's name heads both paths.
+    world = dict(overrides).get("world.name", worlds.DEFAULT)
     runs_name = f"{name}_smoke" if args.smoke else name
-    args.runs = args.runs or os.path.join(ROOT, "runs", runs_name)
+    args.runs = args.runs or os.path.join(ROOT, "runs", world, runs_name)
     args.out = args.out or (os.path.join(args.runs, "results") if args.smoke
-                            else os.path.join(ROOT, "experiments", "results", name))
+                            else os.path.join(ROOT, "experiments", "results", world, name))
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
@@ -330,6 +335,7 @@ def parse_args(argv, name: str, default_budget: int, default_seeds: str):
         parser.error("--seeds is empty")
     if args.budget < 1 and not args.smoke:
         parser.error("--budget must be >= 1 generated tokens")
+    args.overrides = overrides
     return args, overrides
 
 
@@ -344,6 +350,11 @@ class Start:
     overrides: tuple[tuple[str, Any], ...] = ()
 
 
+def overrides_of(args) -> list[tuple[str, str]]:
+    """The sweep's --config.key=value overrides, as (key, raw value)."""
+    return list(getattr(args, "overrides", ()))
+
+
 def resolve_start(args, start: Start | None, smoke: bool) -> str:
     from rl_reason import pretrain
     from start_checkpoint import start_checkpoint
@@ -351,7 +362,9 @@ def resolve_start(args, start: Start | None, smoke: bool) -> str:
     if args.start:
         return args.start
     if start is None or smoke:
-        return pretrain.ensure_base_policy()
+        world = dict(overrides_of(args)).get("world.name", worlds.DEFAULT)
+        skill = float(dict(overrides_of(args)).get("world.skill", -1))
+        return pretrain.ensure_base_policy(world, skill)
     print(f"=== start checkpoint: {start.config} for {start.steps} steps", flush=True)
     return start_checkpoint(start.config, steps=start.steps, seed=0,
                             out=os.path.join(args.runs, "start"),
@@ -393,17 +406,82 @@ def main(arms: Sequence[Arm], argv: Sequence[str] | None, *, name: str,
             config = build_config(arm, seed=seed, start=start, budget=args.budget,
                                   max_steps=args.max_steps, smoke=args.smoke,
                                   overrides=overrides)
-            train.run(config, workdir)
+            with shared_run(args, workdir, config) as (rundir, mine):
+                if mine and not run_finished(rundir):
+                    train.run(config, rundir)
+            if not mine and not run_finished(workdir):
+                print(f"    {rundir} is being trained by another sweep; skipped for now "
+                      "(re-run this command later to pick it up)", flush=True)
+                continue
         metrics = final_metrics(workdir, report)
         metrics[MINUTES] = run_minutes(workdir)
         results.setdefault(arm.name, {})[seed] = metrics
         if not args.report_only:
             text = write()     # after every run, so a stopped sweep leaves the results so far
-    if args.report_only:
+    if args.report_only or not results:
         text = write()
     print(text)
     print(f"Wrote {args.out}/results.md, results.json and curves.png", flush=True)
     return {a.name: results[a.name] for a in chosen if a.name in results}
+
+
+def runs_world(dirs: dict[str, list[str]]) -> str:
+    """The world the runs started in (their world.json records), e.g. 'traps_v1
+    (skill 0.5)'; every distinct one, joined, if they differ; 'not recorded' for
+    runs from a real checkpoint."""
+    from rl_reason import pretrain, run_setup
+
+    labels = []
+    for workdirs in dirs.values():
+        for workdir in workdirs:
+            world = pretrain.read_world(workdir)
+            label = run_setup.world_label(world) if world else "not recorded"
+            if label not in labels:
+                labels.append(label)
+    return " / ".join(labels) or "not recorded"
+
+
+def config_key(config) -> str:
+    """A run's identity: a hash of its whole config (arm, protocol, seed, start, budget)."""
+    import hashlib
+    text = json.dumps(json.loads(config.to_json_best_effort()), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def shared_run(args, workdir: str, config):
+    """The workdir a run trains in, shared by every sweep whose runs sit beside this
+    one's (by default every sweep of the world: runs/WORLD/NAME) and that asks for the
+    same config: runs/WORLD/shared/<config_key>, which the sweep's own workdir
+    (RUNS/arm/seedN) links to. So GRPO seed 0 under the common protocol runs once for
+    all the experiments that compare with it (a smoke's runs/WORLD/NAME_smoke shares
+    with other smokes only through runs/WORLD/shared, and with the same tiny configs). Yields (rundir, mine): mine is
+    False while another process holds the run's lock (it is training it now).
+    A workdir that is a real folder (an older sweep) is used as it is."""
+    import fcntl
+    if os.path.isdir(workdir) and not os.path.islink(workdir):
+        yield workdir, True
+        return
+    shared = os.path.join(os.path.dirname(os.path.abspath(args.runs)), "shared",
+                          config_key(config))
+    os.makedirs(shared, exist_ok=True)
+    os.makedirs(os.path.dirname(workdir), exist_ok=True)
+    if not os.path.islink(workdir):
+        os.symlink(shared, workdir)
+    elif os.path.realpath(workdir) != os.path.realpath(shared):
+        raise SystemExit(f"{workdir} links to {os.path.realpath(workdir)}, but this arm's "
+                         f"config is {shared}: the arm or the protocol changed since that run; "
+                         "remove the link (or use another --runs) to start it afresh")
+    with open(os.path.join(shared, ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield shared, False
+            return
+        try:
+            yield shared, True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def run_dirs(runs: str, results: dict) -> dict[str, list[str]]:
@@ -433,7 +511,9 @@ def write_results(args, name: str, start: str, results: dict, report: Sequence[s
     done = sum(len(runs) for runs in results.values())
     progress = "" if done == total else f" **Partial: {done} of {total} runs finished.**"
     os.makedirs(args.out, exist_ok=True)
-    text = (f"# {name}\n\nStart: `{start}`; budget {args.budget} generated tokens per run"
+    world = runs_world(run_dirs(args.runs, results))
+    text = (f"# {name}\n\nWorld: {world}. "
+            f"Start: `{start}`; budget {args.budget} generated tokens per run"
             f"{' (smoke)' if args.smoke else ''}; seeds {args.seeds}. Mean ± standard error "
             f"over seeds of the final held-out evaluation.{progress}\n\n"
             + results_table(results, tuple(report) + (MINUTES,)) + "\n"
@@ -442,7 +522,8 @@ def write_results(args, name: str, start: str, results: dict, report: Sequence[s
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(text)
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"name": name, "start": start, "budget": args.budget, "seeds": args.seeds,
+        json.dump({"name": name, "world": world, "start": start, "budget": args.budget,
+                   "seeds": args.seeds,
                    "smoke": args.smoke, "machine": machine(), "finished_runs": done,
                    "planned_runs": total, "results": results}, f, indent=2)
     unlogged = plot_curves(run_dirs(args.runs, results), curves,

@@ -11,14 +11,14 @@ stopped at one generated-token budget, every hinted or extra sample counted:
     grpo_extra_rollouts   configs/lte.py:grpo_extra_rollouts (G more plain samples for
                           each none-pass group, same replacement rule, no hint)
 
-The training set is small (256 problems of the embedded task, 16 steps an epoch at
-B = 16), so prompts recur and a prompt that was none-pass can become solvable: the
-mechanism the paper claims is that the none-pass share of the fresh groups falls
-faster under LTE. Held-out: greedy accuracy, pass@1 and pass@8 from 8 samples per
-problem at temperature 0.6, mean +- standard error over seeds.
+The shared protocol (experiments/protocol.py) trains on a small set (256 problems of
+the embedded task, 16 steps an epoch at B = 16), so prompts recur and a prompt that
+was none-pass can become solvable: the mechanism the paper claims is that the
+none-pass share of the fresh groups falls faster under LTE. Held-out: the protocol's
+metrics, mean +- standard error over seeds.
 
 Writes (see experiments/harness.py) results.md, results.json and curves.png under
-experiments/results/lte_vs_grpo, plus a table of the mean none-pass share of the
+experiments/results/WORLD/lte_vs_grpo, plus a table of the mean none-pass share of the
 fresh groups in each quarter of the budget (none_pass.md, also appended to
 results.md).
 """
@@ -32,24 +32,20 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
+import protocol  # noqa: E402
 
 NAME = "lte_vs_grpo"
-# The same settings for every arm: a training set small enough that prompts recur,
-# pass@k from 8 samples, held-out evaluation before and after training (a mid-run
-# evaluation of the 512 held-out problems costs as much as twenty training steps).
-COMMON = (("data.embedded_train_size", 256), ("eval.num_samples", 8), ("eval.ks", (1, 8)),
-          ("train.eval_every", 0))
 ARMS = [
-    harness.Arm("grpo", "grpo", overrides=COMMON),
-    harness.Arm("lte", "lte", overrides=COMMON),
-    harness.Arm("grpo_extra_rollouts", "lte", variant="grpo_extra_rollouts", overrides=COMMON),
+    protocol.arm("grpo", "grpo"),
+    protocol.arm("lte", "lte"),
+    protocol.arm("grpo_extra_rollouts", "lte", variant="grpo_extra_rollouts"),
 ]
-REPORT = ("eval/greedy_accuracy", "eval/pass@1", "eval/pass@8")
+REPORT = protocol.REPORT
 CURVES = ("none_pass_fraction", "reward_mean", "eval/greedy_accuracy", "eval/pass@1",
           "eval/pass@8", "lte/extra_success_rate")
 NONE_PASS = "none_pass_fraction"
 QUARTERS = 4
-BUDGET, SEEDS = 300_000, "0,1,2"
+BUDGET, SEEDS = protocol.DEFAULT_BUDGET, "0,1,2"
 
 
 def none_pass_by_quarter(workdir: str, budget: float) -> list[float]:

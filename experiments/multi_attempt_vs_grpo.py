@@ -9,12 +9,13 @@ Two arms from the same start checkpoint (the embedded base policy by default), e
 stopped at the same number of generated tokens (every attempt of every episode
 counts, tokens cut after a box included): GRPO (configs/grpo.py) and multi-attempt
 RL (configs/multi_attempt.py). Both are evaluated identically, at the start and the
-end: greedy, up to 5 attempts with "incorrect, k attempts left" feedback in one
-episode whose attempts share one budget of EPISODE_TOKENS, plus plain greedy accuracy.
+end: greedy, up to 7 attempts (the paper's k = 1..7, configs/multi_attempt.py) with
+"incorrect, k attempts left" feedback in one episode whose attempts share one budget
+of EPISODE_TOKENS, plus plain greedy accuracy.
 
 The claim under test: the gain from attempt 1 to attempt 2 (attempts@2 - attempts@1)
 is clearly larger for the multi-attempt policy. Reported, mean +- standard error over
-seeds: attempts@1..5, the answer-repeat rate (later attempts repeating an answer
+seeds: attempts@1..7, the answer-repeat rate (later attempts repeating an answer
 already rejected in the episode), the single-attempt accuracy of both (greedy on the
 plain prompt, and attempts@1 under the multi-attempt prompt), then the per-run gain
 attempts@2 - attempts@1 and the difference between the arms.
@@ -30,10 +31,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import harness  # noqa: E402
+import harness  # noqa: E402  (puts the repository root on sys.path too)
+from configs import multi_attempt as multi_attempt_config  # noqa: E402
 
 NAME = "multi_attempt_vs_grpo"
-ATTEMPTS = 5
+ATTEMPTS = multi_attempt_config.EVAL_ATTEMPTS
 # The multi-attempt config's episode budget (configs/multi_attempt.py), given to both
 # arms' evaluations so they are measured alike.
 EPISODE_TOKENS = 128
@@ -44,7 +46,7 @@ ARMS = [harness.Arm("grpo", "grpo", overrides=EVAL),
         harness.Arm("multi_attempt", "multi_attempt", overrides=EVAL)]
 REPORT = (tuple(f"eval/attempts@{k}" for k in range(1, ATTEMPTS + 1))
           + ("eval/attempts_answer_repeat_rate", "eval/greedy_accuracy"))
-CURVES = ("eval/attempts@1", "eval/attempts@2", "eval/attempts@5",
+CURVES = ("eval/attempts@1", "eval/attempts@2", f"eval/attempts@{ATTEMPTS}",
           "eval/attempts_answer_repeat_rate", "eval/greedy_accuracy", "reward_mean")
 # About 80 steps of the multi-attempt default (8 questions x 8 episodes, about 4.5k
 # generated tokens a step); GRPO's default step generates about 3-4k.
@@ -52,10 +54,10 @@ DEFAULT_BUDGET = 360_000
 
 
 def gain_table(results: dict[str, dict[int, dict[str, float]]]) -> str:
-    """Per arm, mean +- SE over seeds of attempts@2 - attempts@1 and attempts@5 -
-    attempts@1; then the difference of the arms' mean gains with its SE (independent
-    arms: the SEs add in quadrature)."""
-    lines = ["| arm | seeds | attempts@2 - attempts@1 | attempts@5 - attempts@1 |",
+    """Per arm, mean +- SE over seeds of attempts@2 - attempts@1 and attempts@K -
+    attempts@1 (K = ATTEMPTS); then the difference of the arms' mean gains with its SE
+    (independent arms: the SEs add in quadrature)."""
+    lines = [f"| arm | seeds | attempts@2 - attempts@1 | attempts@{ATTEMPTS} - attempts@1 |",
              "|---|---|---|---|"]
     gains = {}
     for arm, runs in results.items():

@@ -18,10 +18,12 @@ attempts, reflections, retries, tokens cut after a box):
     r3l_no_pivotal_credit configs/r3l.py:no_pivotal_credit
     r3l_no_amplification  configs/r3l.py:no_amplification
 
-Every arm is evaluated alike, at the start and the end: success within 3 attempts
-with "Incorrect. Your answer X does not match." feedback at temperature 0.4, one
-episode budget of EPISODE_TOKENS (attempts@1 is the single-attempt accuracy at 0.4),
-greedy accuracy and avg@4 / pass@4 on the plain prompt; never any guidance.
+Every arm is evaluated alike under the shared protocol (experiments/protocol.py), at
+the start and the end: success within 3 attempts with "Incorrect. Your answer X does
+not match." feedback at temperature 0.4 (attempts@1 is the single-attempt accuracy at
+0.4), greedy accuracy and avg@8 / pass@8 on the plain prompt; never any guidance. The
+ablation arms are for a claim that reproduces: run `--arms=grpo,grpo_feedback,r3l`
+first.
 
 The claim under test: R3L solves more training problems per step than GRPO and ends
 with higher success within 3 attempts; each ablation costs something. Reported, mean
@@ -29,8 +31,8 @@ with higher success within 3 attempts; each ablation costs something. Reported, 
 solved: per step the share of the step's questions that some trained trajectory
 solved (R3L: a base episode or a retry, `r3l/problems_solved`; GRPO: a sample,
 1 - none_pass_fraction), averaged over the run, and problems solved per 10k generated
-tokens. Writes experiments/results/r3l_vs_grpo/{results.md, results.json, curves.png};
-the workdirs go to runs/r3l_vs_grpo (resumable).
+tokens. Writes experiments/results/WORLD/r3l_vs_grpo/{results.md, results.json,
+curves.png}; the workdirs go to runs/WORLD/r3l_vs_grpo (resumable).
 """
 
 from __future__ import annotations
@@ -42,31 +44,22 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
+import protocol  # noqa: E402
 
 NAME = "r3l_vs_grpo"
-# R3L's episode budget (configs/r3l.py), given to every arm's evaluation so that all
-# are measured on the same episodes.
-EPISODE_TOKENS = 128
-EVAL = (("eval.attempts", 3), ("eval.attempt_feedback", "verifier"),
-        ("eval.attempt_temperature", 0.4), ("eval.max_new_tokens", EPISODE_TOKENS),
-        ("eval.num_samples", 4), ("eval.ks", (1, 4)), ("eval.max_problems", 256))
 ARMS = [
-    harness.Arm("grpo", "grpo", overrides=EVAL),
-    harness.Arm("grpo_feedback", "r3l", variant="grpo_feedback", overrides=EVAL),
-    harness.Arm("r3l", "r3l", overrides=EVAL),
-    harness.Arm("r3l_no_reflect_retry", "r3l", variant="no_reflect_retry", overrides=EVAL),
-    harness.Arm("r3l_no_pivotal_credit", "r3l", variant="no_pivotal_credit", overrides=EVAL),
-    harness.Arm("r3l_no_amplification", "r3l", variant="no_amplification", overrides=EVAL),
+    protocol.arm("grpo", "grpo"),
+    protocol.arm("grpo_feedback", "r3l", variant="grpo_feedback"),
+    protocol.arm("r3l", "r3l"),
+    protocol.arm("r3l_no_reflect_retry", "r3l", variant="no_reflect_retry"),
+    protocol.arm("r3l_no_pivotal_credit", "r3l", variant="no_pivotal_credit"),
+    protocol.arm("r3l_no_amplification", "r3l", variant="no_amplification"),
 ]
 REPORT = ("eval/attempts@1", "eval/attempts@2", "eval/attempts@3", "eval/greedy_accuracy",
-          "eval/avg@4", "eval/pass@4", "eval/attempts_answer_repeat_rate")
+          "eval/avg@8", "eval/pass@8", "eval/attempts_answer_repeat_rate")
 CURVES = ("reward_mean", "r3l/problems_solved", "none_pass_fraction", "r3l/retry_success",
           "r3l/reports/valid", "eval/attempts@3")
-# About 20 steps of the R3L default (8 questions: 4 base episodes each, their
-# reflections and retries, about 6k generated tokens a step); GRPO spends it in about
-# 30 steps. Past the R3L default's own run (14 steps), which already moves held-out
-# accuracy by +0.14, and what 18 runs allow on a 2-core machine.
-DEFAULT_BUDGET = 120_000
+DEFAULT_BUDGET = protocol.DEFAULT_BUDGET
 
 
 def solved_share(line: dict) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from rl_reason.evaluation.settings import ATTEMPT_FEEDBACKS
-from rl_reason.errors import UserError
+from rl_reason.errors import ConfigError
 
 ESTIMATORS = ("grpo", "rloo")
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "constant")
@@ -14,10 +14,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 VERIFIERS = ("math", "exact_int")
 OFF_POLICY_WEIGHTS = ("shaped", "ratio", "none")
 WHEN_EXHAUSTED = ("stop", "shrink")
-
-
-class ConfigError(UserError, ValueError):
-    """A config value that is impossible or inconsistent; the message names the key."""
 
 
 def _require(ok: bool, message: str) -> None:
@@ -56,10 +52,14 @@ def check(c, num_devices: int | None = None) -> None:
     _require(c.verifier.timeout_s > 0, "verifier.timeout_s must be > 0")
     _require(c.verifier.num_workers >= 1, "verifier.num_workers must be >= 1")
 
-    from rl_reason.data.synthetic import LEVELS
+    from rl_reason.data import worlds
+    world = worlds.get(c.world.name)
+    world.resolve_skill(c.world.skill)
+    LEVELS = world.task.LEVELS
     levels = tuple(c.data.embedded_levels)
     _require(bool(levels) and all(level in LEVELS for level in levels),
-             f"data.embedded_levels={levels}: a non-empty subset of {sorted(LEVELS)}")
+             f"data.embedded_levels={levels}: a non-empty subset of the {world.name!r} "
+             f"world's levels {sorted(LEVELS)}")
     eval_levels = tuple(c.data.embedded_eval_levels)
     _require(all(level in LEVELS for level in eval_levels),
              f"data.embedded_eval_levels={eval_levels}: a subset of {sorted(LEVELS)} "
@@ -130,6 +130,12 @@ def check(c, num_devices: int | None = None) -> None:
     _require(0 < e.prefix_fraction < 1,
              f"eval.prefix_fraction={e.prefix_fraction} must be in (0, 1)")
     _require(e.prefix_samples >= 1, "eval.prefix_samples must be >= 1")
+
+    if c.logging.wandb:
+        from rl_reason import wandb_sink
+        wandb_sink.import_wandb()   # a missing package is a user error here, before compute
+        _require(bool(c.logging.wandb_project), "logging.wandb_project must not be empty "
+                 "when logging.wandb=True")
 
     if num_devices is not None:
         axes = {name: c.mesh[name] for name in ("data", "fsdp", "tensor")}

@@ -8,9 +8,10 @@ status 2 (EXIT_USER_ERROR, the shell's "bad usage" status, as argparse uses it).
 other exception is a bug: it keeps its traceback, and Python exits with status 1.
 
 Each module raises its own subclass, which also derives from the built-in type its
-callers already catch: `config_check.ConfigError` (ValueError),
+callers already catch: `ConfigError` (ValueError, below),
 `data.sources.DataError` (ValueError), `checkpoint.CheckpointError` (RuntimeError),
-and the three below, shared by several modules.
+`config_flag.ConfigFlagError` (ValueError), and the four below, shared by several
+modules.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ class UserError(Exception):
     """An error the user can fix: config, data file, checkpoint folder, workdir."""
 
 
+class ConfigError(UserError, ValueError):
+    """A config value that is impossible or inconsistent; the message names the key.
+    (Here, below every module, so that any of them can raise it without an import
+    circle; `config_check` re-exports it.)"""
+
+
 class MissingPathError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist."""
 
@@ -39,6 +46,15 @@ class UnwritablePathError(UserError, OSError):
 class CheckpointFolderError(UserError, ValueError):
     """A Hugging Face checkpoint folder whose config, weights or tokenizer cannot be
     used (missing, malformed, or an unsupported architecture)."""
+
+
+class UnknownVariantError(UserError, ValueError):
+    """A config variant (`configs/<method>.py:<variant>`) the config file does not
+    define; `known` lists those it does, so the message can name them all."""
+
+    def __init__(self, variant: str, known: tuple[str, ...]):
+        self.variant, self.known = variant, tuple(known)
+        super().__init__(f"unknown config variant {variant!r}; known: {', '.join(self.known)}")
 
 
 def one_line(error: BaseException) -> str:

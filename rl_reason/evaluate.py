@@ -60,7 +60,7 @@ import jax
 
 from rl_reason import models, run_setup, verifiers
 from rl_reason.errors import MissingPathError, UnwritablePathError
-from rl_reason.data import sources, synthetic
+from rl_reason.data import sources, worlds
 from rl_reason.evaluation import attempts, misleading_prefix, plain
 from rl_reason.evaluation.session import EvalSession
 from rl_reason.evaluation.settings import ATTEMPT_FEEDBACKS, DEFAULT_KS, EvalResults, EvalSettings
@@ -189,7 +189,7 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
 
     problem_key / answer_key: the fields to read from every data file (None: detect).
     held_out: the records evaluated (as "synthetic_held_out") when no data file is given
-    (None: the embedded task's default held-out split). prefixes_path: the misleading-
+    (None: 200 problems of the default world's held-out split). prefixes_path: the misleading-
     prefix file, shared by every benchmark (default OUT/misleading_prefixes.jsonl).
     """
     path = resolve_checkpoint(checkpoint)
@@ -205,7 +205,8 @@ def run(checkpoint: str, data_specs: Sequence[str], settings: EvalSettings, *, o
         benchmarks.append((name, spec, sources.load_records(
             spec, problem_key=problem_key, answer_key=answer_key, data_dir=data_dir)))
     if not data_specs:
-        records = synthetic.held_out_records(200) if held_out is None else list(held_out)
+        records = (worlds.get(worlds.DEFAULT).task.held_out_records(200) if held_out is None
+                   else list(held_out))
         if not records:
             raise ValueError("no data to evaluate: no --data, and the config names no held-out "
                              "records (it trains on data.train and has no data.eval files)")
@@ -344,8 +345,10 @@ def main(argv=None) -> None:
             verifier_kwargs=verifier_kwargs, max_problems=max_problems, held_out=held_out,
             prefixes_path=FLAGS.misleading_prefixes, **keys)
 
+    from rl_reason.config_flag import app_flags_parser
     from rl_reason.errors import exit_on_user_error
-    app.run(exit_on_user_error(_main), argv=argv)
+    app.run(exit_on_user_error(_main), argv=argv,
+            flags_parser=exit_on_user_error(app_flags_parser))
 
 
 if __name__ == "__main__":

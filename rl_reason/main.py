@@ -6,8 +6,9 @@ With no other argument this runs the embedded default on CPU (a small base polic
 built and cached on first use, trained on the embedded arithmetic task). Re-running the
 same command with the same workdir resumes where the run stopped.
 
-A mistake in the config, a data file, the checkpoint folder or the workdir ends the
-run with one line `error: <message>` and exit status 2 (rl_reason/errors.py).
+A mistake in the config (its file, variant, an override key or value), a data file, the
+checkpoint folder or the workdir ends the run with one line `error: <message>` and exit
+status 2 (rl_reason/errors.py, rl_reason/config_flag.py).
 """
 
 import os
@@ -22,6 +23,7 @@ if _ROOT not in sys.path:
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from rl_reason import config_flag  # noqa: E402
 from rl_reason.errors import exit_on_user_error  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file "
@@ -55,4 +57,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(exit_on_user_error(main))
+    app.run(exit_on_user_error(main),
+            flags_parser=exit_on_user_error(config_flag.app_flags_parser))

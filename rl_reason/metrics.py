@@ -1,5 +1,5 @@
-"""Run metrics: a JSONL log plus TensorBoard scalars, a console progress line, and a
-per-phase wall-clock timer.
+"""Run metrics: a JSONL log plus TensorBoard scalars (and any further sinks, such as
+Weights & Biases), a console progress line, and a per-phase wall-clock timer.
 
     writer = MetricsWriter(workdir)          # WORKDIR/metrics.jsonl + TensorBoard events
     writer.truncate_after(restored_step)     # on resume, before the first write
@@ -27,7 +27,7 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any, Iterator, Mapping, TextIO
+from typing import Any, Iterator, Mapping, Protocol, Sequence, TextIO
 
 import jax
 import numpy as np
@@ -57,20 +57,31 @@ def _as_scalar(value: Any) -> int | float | str | None:
     return None
 
 
+class MetricsSink(Protocol):
+    """Somewhere else each row goes (rl_reason/wandb_sink.py)."""
+
+    def log(self, step: int, row: Mapping[str, int | float | str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class MetricsWriter:
     """Appends one JSON line per `write` to WORKDIR/metrics.jsonl and mirrors numbers to
-    TensorBoard event files in WORKDIR.
+    TensorBoard event files in WORKDIR; each of `sinks` gets the same row.
 
     Lines look like {"step": 10, "wall_time": 1712345678.9, "reward_mean": 0.41, ...}.
-    Non-finite numbers are written as null (strict JSON) and as-is to TensorBoard;
-    strings go to the JSONL only; arrays of more than one value are skipped. Each
-    problem is logged once per key, never raised: metrics must not stop training.
+    Non-finite numbers are written as null (strict JSON) and as-is to TensorBoard and
+    the sinks; strings go to the JSONL and the sinks only; arrays of more than one
+    value are skipped. Each problem is logged once per key (once per sink for a sink
+    that fails), never raised: metrics must not stop training.
     """
 
-    def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
+    def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True,
+                 sinks: Sequence[MetricsSink] = ()):
         self.workdir = pathlib.Path(workdir)
         self.path = self.workdir / METRICS_FILE
         self._enabled = _is_main_process()
+        self._sinks = list(sinks) if self._enabled else []
         self._warned: set[tuple[str, str]] = set()
         self._file: TextIO | None = None
         self._events = None
@@ -117,6 +128,16 @@ class MetricsWriter:
         self._file.flush()
         if self._events is not None:
             self._write_events(step, numbers)
+        if self._sinks:
+            # The JSONL's values, with the non-finite numbers it writes as null.
+            values = {k: numbers[k] if v is None else v for k, v in row.items()
+                      if k not in _RESERVED}
+            for sink in self._sinks:
+                try:
+                    sink.log(step, values)
+                except Exception as e:  # noqa: BLE001  a sink's outage must not stop training
+                    self._warn_once(type(sink).__name__, "sink", f"{type(sink).__name__} "
+                                    f"failed at step {step} ({e}); training goes on")
 
     def truncate_after(self, step: int) -> None:
         """Drops logged steps > `step` (those of the run's lost tail after a crash), so
@@ -181,13 +202,16 @@ class MetricsWriter:
             self._events.flush()
 
     def close(self) -> None:
-        """Flushes and closes both outputs; idempotent."""
+        """Flushes and closes every output; idempotent."""
         if self._file is not None:
             self._file.close()
             self._file = None
         if self._events is not None:
             self._events.close()
             self._events = None
+        for sink in self._sinks:
+            sink.close()
+        self._sinks = []
 
     def __enter__(self) -> "MetricsWriter":
         return self

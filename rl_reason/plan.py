@@ -179,6 +179,7 @@ def main(argv=None) -> None:
 
     from absl import flags
     from ml_collections import config_flags
+    from rl_reason.config_flag import parse_flags
     from rl_reason.models import get_preset
 
     # Config files import `configs.base`; make the repository root importable.
@@ -203,7 +204,7 @@ def main(argv=None) -> None:
                                  "H100 80; default: --chip's, else 16)", flag_values=fv)
     flags.mark_flags_as_required(["config", "preset", "devices"], flag_values=fv)
     try:
-        fv(args)
+        parse_flags(args, fv)   # a mistake in --config: one line and status 2 from here
     except flags.Error as e:
         usage = __doc__.split("\n\n")[0]
         sys.exit(f"rl_reason.plan: {e}\n{usage}")

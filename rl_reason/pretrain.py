@@ -42,21 +42,33 @@ import jax.numpy as jnp
 import optax
 
 from rl_reason import pretrain_eval
-from rl_reason.data import packing, tokenizer_builder, warm_start
+from rl_reason.data import packing, tokenizer_builder, worlds
 from rl_reason.errors import exit_on_user_error
 from rl_reason.models import hf, transformer
+from rl_reason.models.tokenizer import load_tokenizer
 from rl_reason.models.tokenizer import pad_token_id, stop_token_ids
 from rl_reason.models.config import ModelConfig
 from rl_reason.models.model import Model, init
 
-VERSION = "base_policy_v6"
 STATS_FILE = "base_policy_stats.json"
+# Which world (and dial setting) a base policy was built for; start checkpoints carry
+# it on (experiments/start_checkpoint.py), so a run can refuse a policy of another world.
+WORLD_FILE = "world.json"
+# Base policies shipped inside the package (rl_reason/base_policies/<folder>), so a
+# first run needs no build: `python -m rl_reason.pretrain --world=traps --skill=S
+# --out=rl_reason/base_policies/traps_v1_skill_S` writes one.
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base_policies")
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Everything that decides the base policy (its cache name carries VERSION)."""
+    """Everything that decides the base policy (its cache name carries the world's
+    version and the skill). The defaults are the arithmetic world's; `world_settings`
+    gives each world's."""
 
+    world: str = "arith"
+    # The premise dial (worlds with one): the share of warm-start failures used.
+    skill: float | None = None
     seed: int = 0
     # 2 layers learn to copy operands sooner than 4 in the same time (docs/measurements.md, "Base policy history").
     # 900 steps: the data spreads over ten prompt kinds, and fewer steps left the plain
@@ -91,6 +103,27 @@ class Settings:
     # Share of multi-step responses in every prompt kind that end without the boxed
     # answer (data/warm_start.py): the base policy must learn the format from reward.
     unboxed_share: float = 0.5
+    # The premise table's sizes (premises.PremiseSettings fields), for the worlds that
+    # print one; empty: its defaults.
+    premise_sizes: tuple = ()
+    # Two stages (worlds with trunk conversations; others ignore it): first
+    # `trunk_steps` on the world's skill-free answers at learning_rate (the trunk,
+    # cached and shared by every dial setting), then `steps` on the whole mix at
+    # finetune_learning_rate. 0: one stage of `steps` on the whole mix.
+    trunk_steps: int = 0
+    finetune_learning_rate: float = 1e-3
+
+
+# Each world's base policy. The trap world's policy must execute its workings well
+# enough that its failures are mostly the trap (whose answer it can recognise), so it
+# trains longer; responses that check their answer against known wrong ones run to
+# about twice a plain working, hence the longer generation budget.
+WORLD_DEFAULTS = {
+    "arith": Settings(),
+    "traps": Settings(world="traps", trunk_steps=2500, steps=1500, level_weights=(4, 3, 3, 2, 2),
+                      unboxed_share=0.0),
+}
+BUILD_MINUTES = {"arith": "about 5 minutes", "traps": "about 30 minutes"}
 
 
 SIZES = {
@@ -98,13 +131,33 @@ SIZES = {
     # For tests: seconds, not minutes; the model learns little.
     "tiny": dict(hidden=64, layers=2, rows_per_batch=4, row_len=384, tokenizer_problems=300,
                  eval_train_problems=16, eval_held_out_problems=16, kind_problems=4,
-                 kind_samples=2, vocab_size=320),
+                 kind_samples=2, vocab_size=320, trunk_steps=2,
+                 premise_sizes=(("questions", 4), ("group_size", 2), ("r3l_episodes", 4),
+                                ("fp_questions", 4), ("fp_mining_samples", 2),
+                                ("probe_samples", 1), ("reflection_max_new_tokens", 16))),
 }
 
 
-def default_cache_dir() -> str:
+def world_settings(world: str = worlds.DEFAULT, skill: float | None = None) -> Settings:
+    """The build settings of `world`'s base policy at dial setting `skill` (None or
+    negative: the world's default)."""
+    w = worlds.get(world)
+    return dataclasses.replace(WORLD_DEFAULTS[w.name], skill=w.resolve_skill(skill))
+
+
+def folder_name(s: Settings) -> str:
+    """'traps_v1_skill0.5', or the version alone for a world without a dial."""
+    version = worlds.get(s.world).version
+    return version if s.skill is None else f"{version}_skill{s.skill:g}"
+
+
+def default_cache_dir(s: Settings | None = None) -> str:
     root = os.environ.get("RL_REASON_CACHE") or os.path.join("~", ".cache", "rl_reason")
-    return os.path.join(os.path.expanduser(root), VERSION)
+    return os.path.join(os.path.expanduser(root), folder_name(s or Settings()))
+
+
+def shipped_path(s: Settings) -> str:
+    return os.path.join(SHIPPED_DIR, folder_name(s))
 
 
 def is_complete(path: str) -> bool:
@@ -116,14 +169,28 @@ def is_complete(path: str) -> bool:
             and (has(hf.SINGLE_FILE) or has(hf.INDEX_FILE)))
 
 
-def ensure_base_policy(cache_dir: str | None = None) -> str:
-    """The embedded base policy's checkpoint folder, built (minutes) if not cached."""
-    path = os.path.abspath(cache_dir or default_cache_dir())
+def read_world(path: str) -> dict | None:
+    """The world a policy folder was built for ({"world", "version", "skill"}), or None."""
+    try:
+        with open(os.path.join(path, WORLD_FILE)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def ensure_base_policy(world: str = worlds.DEFAULT, skill: float | None = None, *,
+                       cache_dir: str | None = None) -> str:
+    """The world's base policy folder: the one shipped with the package when there is
+    one, else the cached build, built (minutes) if missing."""
+    s = world_settings(world, skill)
+    if cache_dir is None and is_complete(shipped_path(s)):
+        return shipped_path(s)
+    path = os.path.abspath(cache_dir or default_cache_dir(s))
     if is_complete(path):
         return path
-    print(f"Building the embedded base policy in {path} (once; about 5 minutes on CPU).",
+    print(f"Building the embedded base policy in {path} (once; {BUILD_MINUTES[s.world]} on CPU).",
           flush=True)
-    build_base_policy(path, Settings())
+    build_base_policy(path, s)
     return path
 
 
@@ -140,7 +207,7 @@ def model_config(s: Settings, vocab_size: int, tokenizer) -> ModelConfig:
 
 # ------------------------------------------------------------------------------ data
 
-def tokenizer_corpus(num_problems: int, seed: int) -> list[str]:
+def tokenizer_corpus(num_problems: int, seed: int, world: str = "arith") -> list[str]:
     """Texts to learn merges from: every message of warm-start conversations of all
     kinds (special tokens are added separately, so the chat markup is left out).
     Unboxed endings are left out: their words are in the feedback texts anyway, and
@@ -148,7 +215,10 @@ def tokenizer_corpus(num_problems: int, seed: int) -> list[str]:
     not 0.90, at 660 steps: the warm-start ends near where the model learns to copy
     operands, so small changes move it)."""
     texts = ["system", "user", "assistant"]
-    for conversation in warm_start.warm_start_conversations(num_problems, seed=seed):
+    conversations = worlds.get(world).conversations(
+        num_problems, seed=seed, level_weights=None,
+        skill=worlds.get(world).default_skill, unboxed_share=0.0)
+    for conversation in conversations:
         texts += [part for m in conversation.messages for part in (m["role"], m["content"])]
     return texts
 
@@ -179,30 +249,95 @@ def make_train_step(config: ModelConfig, optimizer):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def train(s: Settings, config: ModelConfig, batches: packing.WarmStartBatches
-          ) -> tuple[Model, float]:
+def train(config: ModelConfig, batches: packing.WarmStartBatches, *, steps: int,
+          learning_rate: float, params=None, seed: int = 0) -> tuple[Model, float]:
+    """`steps` AdamW steps over `batches` (warm-up and cosine decay to a tenth of
+    `learning_rate`), from `params` or, without them, a fresh init from `seed`."""
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, s.learning_rate, warmup_steps=max(1, s.steps // 20), decay_steps=s.steps,
-        end_value=s.learning_rate * 0.1)
+        0.0, learning_rate, warmup_steps=max(1, steps // 20), decay_steps=steps,
+        end_value=learning_rate * 0.1)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0),
                             optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=0.01))
-    params = init(config, s.seed).params
+    params = init(config, seed).params if params is None else params
     opt_state = optimizer.init(params)
     train_step = make_train_step(config, optimizer)
     start, loss_ema, loss = time.time(), None, 0.0
-    print_every = max(1, s.steps // 20)
-    for i in range(s.steps):
+    print_every = max(1, steps // 20)
+    rows, row_len = batches.rows_per_batch, batches.short[0].shape[-1]
+    for i in range(steps):
         batch = tuple(jnp.asarray(a) for a in batches.batch(i))
         params, opt_state, loss = train_step(params, opt_state, batch)
-        if (i + 1) % print_every == 0 or i + 1 == s.steps:
+        if (i + 1) % print_every == 0 or i + 1 == steps:
             loss = float(loss)
             loss_ema = loss if loss_ema is None else 0.7 * loss_ema + 0.3 * loss
             elapsed = time.time() - start
             rate = (i + 1) / elapsed
-            print(f"  step {i + 1:5d}/{s.steps}  loss {loss:.4f} (ema {loss_ema:.4f})  "
-                  f"{rate:.2f} steps/s  {rate * s.rows_per_batch * s.row_len / 1000:.1f}k tok/s  "
-                  f"ETA {(s.steps - i - 1) / rate:.0f}s", flush=True)
+            print(f"  step {i + 1:5d}/{steps}  loss {loss:.4f} (ema {loss_ema:.4f})  "
+                  f"{rate:.2f} steps/s  {rate * rows * row_len / 1000:.1f}k tok/s  "
+                  f"ETA {(steps - i - 1) / rate:.0f}s", flush=True)
     return Model(params, config), float(loss)
+
+
+# ---------------------------------------------------------------------------- trunk
+
+TRUNK_FILE = "trunk.json"
+
+
+def trunk_key(s: Settings) -> dict:
+    """What decides the trunk: every setting but those of the dial stage."""
+    keys = ("world", "seed", "trunk_steps", "hidden", "layers", "head_dim", "rows_per_batch",
+            "row_len", "learning_rate", "vocab_size", "tokenizer_problems", "level_weights")
+    return json.loads(json.dumps({k: getattr(s, k) for k in keys}
+                                 | {"version": worlds.get(s.world).version}))
+
+
+def trunk_dir(s: Settings) -> str:
+    root = os.environ.get("RL_REASON_CACHE") or os.path.join("~", ".cache", "rl_reason")
+    return os.path.join(os.path.expanduser(root), f"{worlds.get(s.world).version}_trunk")
+
+
+def ensure_trunk(s: Settings) -> tuple[Model, dict, str]:
+    """The world's trunk (stage 1: `trunk_steps` on the skill-free answers, the task and
+    its misconception), shared by every dial setting: (model, record, folder), loaded
+    from the cache when it was built with the same settings, else trained and cached.
+    The folder holds the trunk's tokenizer, which the dial stage must use."""
+    path = trunk_dir(s)
+    try:
+        with open(os.path.join(path, TRUNK_FILE)) as f:
+            record = json.load(f)
+        if record["key"] == trunk_key(s):
+            print(f"Trunk: {path} (cached).", flush=True)
+            return hf.load(path), record, path
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        pass
+    world = worlds.get(s.world)
+    started = time.time()
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".trunk.partial-", dir=parent)
+    try:
+        tokenizer = tokenizer_builder.build_tokenizer(
+            tokenizer_corpus(s.tokenizer_problems, seed=s.seed, world=s.world), staging,
+            vocab_size=s.vocab_size)
+        config = model_config(s, len(tokenizer), tokenizer)
+        batches = packing.build_batches(
+            tokenizer, s.trunk_steps, s.rows_per_batch, s.row_len, seed=s.seed,
+            conversations=lambda num, *, seed: world.trunk_conversations(
+                num, seed=seed, level_weights=s.level_weights))
+        print(f"Trunk: {config.num_params() / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
+              f"{s.trunk_steps} steps of {s.rows_per_batch} x {s.row_len} tokens on the "
+              f"world's plain answers ({batches.num_conversations} conversations).", flush=True)
+        model, loss = train(config, batches, steps=s.trunk_steps, learning_rate=s.learning_rate,
+                            seed=s.seed)
+        record = {"key": trunk_key(s), "final_loss": round(loss, 4),
+                  "seconds": round(time.time() - started, 1)}
+        hf.save(model, staging)
+        with open(os.path.join(staging, TRUNK_FILE), "w") as f:
+            json.dump(record, f, indent=2)
+        _publish(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return model, record, path
 
 
 # ---------------------------------------------------------------------------- build
@@ -215,32 +350,53 @@ def build_base_policy(out: str, s: Settings) -> dict:
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
     try:
         started = time.time()
-        tokenizer = tokenizer_builder.build_tokenizer(
-            tokenizer_corpus(s.tokenizer_problems, seed=s.seed), staging,
-            vocab_size=s.vocab_size)
-        config = model_config(s, len(tokenizer), tokenizer)
+        world = worlds.get(s.world)
+        if s.trunk_steps > 0 and world.trunk_conversations is not None:
+            trunk, trunk_record, trunk_path = ensure_trunk(s)
+            for name in os.listdir(trunk_path):     # the trunk's tokenizer files
+                if name.startswith(("tokenizer", "special_tokens", "chat_template")):
+                    shutil.copy(os.path.join(trunk_path, name), staging)
+            tokenizer, config = load_tokenizer(staging), trunk.config
+        else:
+            trunk, trunk_record = None, None
+            tokenizer = tokenizer_builder.build_tokenizer(
+                tokenizer_corpus(s.tokenizer_problems, seed=s.seed, world=s.world), staging,
+                vocab_size=s.vocab_size)
+            config = model_config(s, len(tokenizer), tokenizer)
+
+        def conversations(num, *, seed):
+            return world.conversations(num, seed=seed, level_weights=s.level_weights,
+                                       skill=s.skill, unboxed_share=s.unboxed_share)
+
         batches = packing.build_batches(tokenizer, s.steps, s.rows_per_batch, s.row_len,
-                                        seed=s.seed, level_weights=s.level_weights,
-                                        unboxed_share=s.unboxed_share)
-        print(f"Warm-start: {config.num_params() / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
+                                        seed=s.seed, conversations=conversations)
+        print(f"Warm-start{' after the trunk' if trunk else ''}: "
+              f"{config.num_params() / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
               f"{s.steps} steps of {s.rows_per_batch} x {s.row_len} tokens, "
               f"{len(batches.long_steps)} of them {s.rows_per_batch // 2} x {2 * s.row_len} "
               f"({batches.num_conversations} conversations, "
               f"{batches.trained_share():.0%} trained tokens).", flush=True)
-        model, final_loss = train(s, config, batches)
+        model, final_loss = train(
+            config, batches, steps=s.steps,
+            learning_rate=s.finetune_learning_rate if trunk else s.learning_rate,
+            params=trunk.params if trunk else None, seed=s.seed)
         train_seconds = time.time() - started
         stats = pretrain_eval.evaluate(model, tokenizer, s)
         # Through JSON so the returned stats equal the file (tuples become lists).
-        stats.update(version=VERSION, settings=json.loads(json.dumps(dataclasses.asdict(s))),
+        stats.update(world=s.world, version=world.version, skill=s.skill,
+                     settings=json.loads(json.dumps(dataclasses.asdict(s))),
                      num_params=config.num_params(), final_loss=round(final_loss, 4),
                      train_seconds=round(train_seconds, 1),
                      total_seconds=round(time.time() - started, 1),
                      stop_token_ids=list(stop_token_ids(tokenizer)),
-                     max_new_tokens=s.max_new_tokens, warm_start=batches.census)
+                     max_new_tokens=s.max_new_tokens, warm_start=batches.census,
+                     trunk=trunk_record)
         pretrain_eval.print_stats(stats)
         hf.save(model, staging)
         with open(os.path.join(staging, STATS_FILE), "w") as f:
             json.dump(stats, f, indent=2)
+        with open(os.path.join(staging, WORLD_FILE), "w") as f:
+            json.dump({"world": s.world, "version": world.version, "skill": s.skill}, f)
         _publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -263,14 +419,23 @@ def _publish(staging: str, out: str) -> None:
 @exit_on_user_error
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=None, help=f"default: {default_cache_dir()}")
+    parser.add_argument("--world", default=worlds.DEFAULT, choices=sorted(worlds.WORLDS))
+    parser.add_argument("--skill", type=float, default=None,
+                        help="the premise dial: share of warm-start failures the policy "
+                             "learns to use (default: the world's)")
+    parser.add_argument("--out", default=None,
+                        help="default: RL_REASON_CACHE (~/.cache/rl_reason)/<world version>[_skill<S>]")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps (of the dial stage, in a two-stage build)")
+    parser.add_argument("--trunk-steps", type=int, default=None,
+                        help="optimizer steps of a two-stage build's trunk")
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--unboxed-share", type=float, default=None,
                         help="share of multi-step responses, in every prompt kind, without the box")
     args = parser.parse_args(argv)
-    s = Settings(seed=args.seed, **SIZES[args.size])
+    s = dataclasses.replace(world_settings(args.world, args.skill), seed=args.seed,
+                            **SIZES[args.size])
     if args.unboxed_share is not None:
         if not 0.0 <= args.unboxed_share <= 1.0:
             parser.error(f"--unboxed-share must be in [0, 1], got {args.unboxed_share}")
@@ -279,7 +444,11 @@ def main(argv=None) -> None:
         if args.steps < 1:
             parser.error(f"--steps must be >= 1, got {args.steps}")
         s = dataclasses.replace(s, steps=args.steps)
-    build_base_policy(args.out or default_cache_dir(), s)
+    if args.trunk_steps is not None:
+        if args.trunk_steps < 0:
+            parser.error(f"--trunk-steps must be >= 0, got {args.trunk_steps}")
+        s = dataclasses.replace(s, trunk_steps=args.trunk_steps)
+    build_base_policy(args.out or default_cache_dir(s), s)
 
 
 if __name__ == "__main__":

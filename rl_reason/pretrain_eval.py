@@ -4,9 +4,11 @@
   levels: RL needs problems never solved, always solved and in between.
 - Greedy accuracy on the RL held-out split (the evaluation a run starts from), with
   its size and levels.
-- Accuracy and boxed share by prompt kind (data/probes.py) on the same training
-  problems at the RL levels: a method that routes samples through its own prompts
-  must not start with a better format than the plain prompt gives.
+- The arithmetic world: accuracy and boxed share by prompt kind (data/probes.py) on
+  the same training problems at the RL levels: a method that routes samples through
+  its own prompts must not start with a better format than the plain prompt gives.
+- The trap world: the premise table (rl_reason/premises.py), each method's premise
+  measured the way the method meets it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import jax
 import numpy as np
 
 from rl_reason import sampling, stats
-from rl_reason.data import probes, synthetic, templates
+from rl_reason.data import probes, templates, worlds
 from rl_reason.models.tokenizer import pad_token_id, stop_token_ids
 from rl_reason.verifiers.exact_int import ExactIntVerifier
 
@@ -61,7 +63,8 @@ def _by_level(records, values) -> dict[str, float]:
 
 
 def pass_rates(model, tokenizer, s) -> dict:
-    records = synthetic.train_records(s.eval_train_problems, seed=s.seed)
+    task = worlds.get(s.world).task
+    records = task.train_records(s.eval_train_problems, seed=s.seed)
     prompts = [p for p in _plain_prompts(tokenizer, records) for _ in range(PASS_SAMPLES)]
     texts = _sample(model, tokenizer, prompts, greedy=False, seed=s.seed,
                     max_new_tokens=s.max_new_tokens)
@@ -81,15 +84,15 @@ def pass_rates(model, tokenizer, s) -> dict:
 
 
 def held_out(model, tokenizer, s) -> dict:
-    records = synthetic.held_out_records(s.eval_held_out_problems, seed=s.seed,
-                                         levels=s.rl_levels)
+    task = worlds.get(s.world).task
+    records = task.held_out_records(s.eval_held_out_problems, seed=s.seed, levels=s.rl_levels)
     texts = _sample(model, tokenizer, _plain_prompts(tokenizer, records), greedy=True,
                     seed=s.seed, max_new_tokens=s.max_new_tokens)
     rewards, boxed = _scores(texts, [r.answer for r in records])
     return {
         "held_out_problems": len(records),
         "held_out_distinct_problems": len({r.problem for r in records}),
-        "held_out_problems_by_level": {str(k): v for k, v in synthetic.level_counts(records).items()},
+        "held_out_problems_by_level": {str(k): v for k, v in task.level_counts(records).items()},
         "held_out_greedy_accuracy": round(float(rewards.mean()), 4),
         "held_out_greedy_accuracy_by_level": _by_level(records, rewards),
         "held_out_greedy_no_answer_share": round(float(1 - boxed.mean()), 4),
@@ -99,6 +102,7 @@ def held_out(model, tokenizer, s) -> dict:
 def by_prompt_kind(model, tokenizer, s) -> dict:
     """{kind: accuracy, boxed share, accuracy of the boxed answers, n} on the same
     training problems at the RL levels, `s.kind_samples` samples each."""
+    from rl_reason.data import synthetic
     problems = synthetic.generate_problems("train", s.kind_problems, seed=s.seed,
                                            levels=s.rl_levels, distinct=True)
     probe_list = probes.build_probes(problems, seed=s.seed, unboxed_share=s.unboxed_share)
@@ -137,8 +141,14 @@ def by_prompt_kind(model, tokenizer, s) -> dict:
 
 
 def evaluate(model, tokenizer, s) -> dict:
-    return pass_rates(model, tokenizer, s) | held_out(model, tokenizer, s) | by_prompt_kind(
-        model, tokenizer, s)
+    out = pass_rates(model, tokenizer, s) | held_out(model, tokenizer, s)
+    if s.world == "arith":
+        return out | by_prompt_kind(model, tokenizer, s)
+    from rl_reason import premises
+    settings = premises.PremiseSettings(levels=tuple(s.rl_levels), seed=s.seed,
+                                        max_new_tokens=s.max_new_tokens,
+                                        **dict(s.premise_sizes))
+    return out | {"premises": premises.measure(model, tokenizer, worlds.get(s.world), settings)}
 
 
 def print_stats(summary: dict) -> None:
@@ -158,6 +168,22 @@ def print_stats(summary: dict) -> None:
           f"{summary['held_out_greedy_accuracy']:.3f}, by level "
           f"{summary['held_out_greedy_accuracy_by_level']}; "
           f"{summary['held_out_greedy_no_answer_share']:.0%} give no boxed answer")
+    if "premises" in summary:
+        from rl_reason import premises
+        print(f"Premises ({summary['premises']['settings']['questions']} training questions "
+              f"at the RL levels, temperature 1; ± standard error over questions):")
+        print(premises.table(summary["premises"]))
+    else:
+        print_by_prompt_kind(summary)
+    census = summary.get("warm_start")
+    if census:
+        print(f"Warm-start data: {census['conversations']} conversations; boxed share of the "
+              f"trained answers on multi-step problems: {census['multi_step_boxed_share_by_kind']}")
+        for kind, spread in census["retry_from_step"].items():
+            print(f"  {kind}: retry_from_step {spread}")
+
+
+def print_by_prompt_kind(summary: dict) -> None:
     print(f"By prompt kind ({summary['by_prompt_kind_problems']} training problems at the RL "
           f"levels, {summary['by_prompt_kind_samples']} samples each, temperature 1):")
     print(f"  {'kind':<22} {'accuracy':>13} {'boxed share':>13} {'acc. of boxed':>13}")
@@ -170,9 +196,3 @@ def print_stats(summary: dict) -> None:
               f"{row['boxed_share']:.3f} ± {row['boxed_share_se']:.3f} "
               f"{row['accuracy_of_boxed']:13.3f}{extra}")
     print("  (± standard error over problems)")
-    census = summary.get("warm_start")
-    if census:
-        print(f"Warm-start data: {census['conversations']} conversations; boxed share of the "
-              f"trained answers on multi-step problems: {census['multi_step_boxed_share_by_kind']}")
-        for kind, spread in census["retry_from_step"].items():
-            print(f"  {kind}: retry_from_step {spread}")

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 
 import jax
 import numpy as np
 
 from rl_reason import models, sharding
-from rl_reason.data import prompt_filter, sources, synthetic
+from rl_reason.data import prompt_filter, sources, worlds
 from rl_reason.data.stream import PromptStream, StreamExhausted
 from rl_reason import verifiers
-from rl_reason.errors import MissingPathError, UnwritablePathError, UserError
+from rl_reason.errors import ConfigError, MissingPathError, UnwritablePathError, UserError
 
 DataExhausted = StreamExhausted
 
@@ -101,15 +102,22 @@ def _diff(old, new, prefix="") -> set[str]:
 
 
 def policy_path(config) -> str:
-    """The checkpoint to start from; the embedded base policy when none is given."""
-    if config.model.checkpoint:
-        path = os.path.expanduser(config.model.checkpoint)
-        if not os.path.isdir(path):
-            raise MissingPathError(f"model.checkpoint={config.model.checkpoint!r} is not a "
-                                   "directory (expected a Hugging Face checkpoint folder)")
-        return path
+    """The checkpoint to start from; the embedded world's base policy when none is
+    given. A policy of an embedded world (its world.json) must be trained in that world
+    when the run trains on the embedded task."""
     from rl_reason import pretrain
-    return pretrain.ensure_base_policy()
+    if not config.model.checkpoint:
+        return pretrain.ensure_base_policy(config.world.name, config.world.skill)
+    path = os.path.expanduser(config.model.checkpoint)
+    if not os.path.isdir(path):
+        raise MissingPathError(f"model.checkpoint={config.model.checkpoint!r} is not a "
+                               "directory (expected a Hugging Face checkpoint folder)")
+    built_for = pretrain.read_world(path)
+    if built_for and not config.data.train and built_for["world"] != config.world.name:
+        raise ConfigError(f"model.checkpoint={config.model.checkpoint!r} is a policy of the "
+                          f"{built_for['world']!r} world, but world.name={config.world.name!r}; "
+                          f"set --config.world.name={built_for['world']}")
+    return path
 
 
 def load_policy(path: str, config, mesh) -> models.Model:
@@ -140,7 +148,7 @@ def held_out_records(config) -> list:
     if d.eval:
         held_out = [r for spec in d.eval for r in _load_records(d, spec)]
     elif not d.train:
-        held_out = synthetic.held_out_records(
+        held_out = worlds.get(config.world.name).task.held_out_records(
             d.embedded_eval_size, levels=tuple(d.embedded_eval_levels or d.embedded_levels))
     else:
         held_out = []
@@ -157,7 +165,8 @@ def make_data(config, tokenizer) -> tuple[PromptStream, list]:
     if d.train:
         train = _load_records(d, d.train)
     else:
-        train = synthetic.train_records(d.embedded_train_size, levels=tuple(d.embedded_levels))
+        train = worlds.get(config.world.name).task.train_records(
+            d.embedded_train_size, levels=tuple(d.embedded_levels))
     train, _ = prompt_filter.drop_long_prompts(train, tokenizer, config.rollout.max_prompt_len)
     stream = PromptStream(train, config.rollout.prompts_per_step, config.seed,
                           shuffle=d.shuffle, num_epochs=d.num_epochs or None)
@@ -177,7 +186,30 @@ def to_device(batch: dict, row_sharding) -> dict:
     return {k: put(v) for k, v in batch.items()}
 
 
-def export_hf(model: models.Model, tokenizer, path: str) -> None:
+def world_label(world: dict) -> str:
+    """'traps_v1 (skill 0.5)' for a world record, the version alone without a dial."""
+    skill = world.get("skill")
+    return world["version"] if skill is None else f"{world['version']} (skill {skill:g})"
+
+
+def record_world(workdir: str, model_path: str) -> dict | None:
+    """Copies the start policy's world record (pretrain.WORLD_FILE) into the workdir,
+    so that every run says which world and dial setting it started in; None for a
+    policy of no embedded world (a real checkpoint)."""
+    from rl_reason import pretrain
+    world = pretrain.read_world(model_path)
+    if world is not None and jax.process_index() == 0:
+        with open(os.path.join(workdir, pretrain.WORLD_FILE), "w") as f:
+            json.dump(world, f)
+    return world
+
+
+def export_hf(model: models.Model, tokenizer, path: str, source: str | None = None) -> None:
+    """Writes the policy in Hugging Face format; the world record of `source` (the
+    policy the run started from) goes with it."""
+    from rl_reason import pretrain
     models.save(model, path)
     if jax.process_index() == 0:
         tokenizer.save_pretrained(path)
+        if source and pretrain.read_world(source) is not None:
+            shutil.copy(os.path.join(source, pretrain.WORLD_FILE), path)

@@ -30,7 +30,7 @@ from rl_reason import checkpoint as ckpt_lib
 from rl_reason import config_check, metrics as metrics_lib, sharding, train_step
 from rl_reason import evaluate as evaluate_lib
 from rl_reason.evaluation import initial as initial_eval
-from rl_reason import models, plot, run_setup
+from rl_reason import models, plot, run_setup, wandb_sink
 from rl_reason.methods import make_method
 from rl_reason.methods.base import Outcome, Sample, StepContext, TokenScores
 from rl_reason.models import Model
@@ -63,6 +63,9 @@ class Trainer:
         self.timer = metrics_lib.PhaseTimer()
 
         self.model_path = run_setup.policy_path(c)
+        world = run_setup.record_world(self.workdir, self.model_path)
+        if world is not None and self.is_main:
+            print(f"World: {run_setup.world_label(world)}", flush=True)
         model = run_setup.load_policy(self.model_path, c, self.mesh)
         self.model_config = model.config
         self.tokenizer = run_setup.load_tokenizer_for(self.model_path)
@@ -90,7 +93,8 @@ class Trainer:
         self.checkpointer = ckpt_lib.Checkpointer(
             os.path.join(self.workdir, "checkpoints"), keep=c.train.keep_checkpoints,
             save_every=c.train.checkpoint_every)
-        self.writer = metrics_lib.MetricsWriter(self.workdir)
+        sink = wandb_sink.WandbSink.from_config(c, self.workdir) if self.is_main else None
+        self.writer = metrics_lib.MetricsWriter(self.workdir, sinks=[sink] if sink else [])
         # The order matters: the method's state is restored before it is asked about
         # its loss, and the reference (the starting policy) is kept only if needed.
         self.step = self._restore()
@@ -382,7 +386,8 @@ class Trainer:
 
     def export(self) -> None:
         path = os.path.join(self.workdir, "hf")
-        run_setup.export_hf(Model(self.state.params, self.model_config), self.tokenizer, path)
+        run_setup.export_hf(Model(self.state.params, self.model_config), self.tokenizer, path,
+                            source=self.model_path)
         if self.is_main:
             print(f"Exported the policy in Hugging Face format to {path}", flush=True)
 

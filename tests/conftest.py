@@ -22,7 +22,22 @@ os.environ.setdefault("RL_REASON_CACHE", os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "test_rl_reason"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+import importlib.util  # noqa: E402
+
 import pytest  # noqa: E402
+
+PARITY_SKIP = ("needs torch (the transformers parity tests): pip install torch==2.13.0, "
+               "then pip install -e '.[parity]'")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without torch (the `parity` extra) the tests marked `parity` skip, saying why."""
+    if importlib.util.find_spec("torch") is not None:
+        return
+    skip = pytest.mark.skip(reason=PARITY_SKIP)
+    for item in items:
+        if "parity" in item.keywords:
+            item.add_marker(skip)
 
 
 def build_tiny_policy(path: str, seed: int = 0) -> str:

@@ -1,10 +1,12 @@
 """benchmarks/decode_ceiling.py times the same work in XLA and torch: check it is."""
 
 import numpy as np
+import pytest
 
 from rl_reason import models
 
 
+@pytest.mark.parity
 def test_xla_and_torch_loops_compute_the_same_decode_matmuls(load_benchmark):
     bench = load_benchmark("decode_ceiling")
     config = models.get_preset("tiny-qwen3")

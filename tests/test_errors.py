@@ -71,6 +71,29 @@ def test_train_command_reports_a_bad_config_value(tmp_path):
     assert_one_error_line(result, "error: rollout.group_size must be >= 1")
 
 
+@pytest.mark.parametrize("config, override, message", [
+    ("configs/grpo.py:tiny", "--config.rollout.group_sise=4",
+     "error: --config.rollout.group_sise: configs/grpo.py has no key rollout.group_sise; "
+     "did you mean rollout.group_size?"),
+    ("configs/exgrpo.py", "--config.method.rho=0.25",
+     "error: --config.method.rho: configs/exgrpo.py has no key method.rho; did you mean "
+     "method.replay_ratio (the paper's rho)?"),
+    ("configs/lte.py:nonexistent", "--config.seed=1",
+     "error: --config=configs/lte.py:nonexistent: configs/lte.py has no variant 'nonexistent'; "
+     "its variants (combined with commas): lte_entropy, grpo_extra_rollouts, no_shaping, "
+     "no_concise, no_cap, tiny, qwen25_math_1p5b, qwen3_4b"),
+    ("configs/grpo.py", "--config.rollout.group_size=four",
+     "error: flag --config.rollout.group_size=four: invalid literal for int()"),
+])
+def test_train_command_reports_a_mistyped_key_or_variant_in_one_line(tmp_path, config,
+                                                                     override, message):
+    result = run_command("rl_reason.main", f"--config={config}", override,
+                         f"--workdir={tmp_path / 'run'}")
+    assert_one_error_line(result, message)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "run").exists()       # nothing ran
+
+
 def test_train_command_reports_a_missing_or_wrong_checkpoint_folder(tmp_path):
     result = train(tmp_path / "run", "--config.model.checkpoint=/no/such/dir")
     assert_one_error_line(result, "error: model.checkpoint='/no/such/dir' is not a directory")

@@ -10,7 +10,7 @@ import pytest
 
 from configs import grpo
 from rl_reason import evaluate, evaluation_metrics, models, run_setup
-from rl_reason.data import sources, synthetic, tokenizer_builder
+from rl_reason.data import sources, tokenizer_builder, worlds
 from rl_reason.evaluation import misleading_prefix
 from rl_reason.verifiers import VerifyResult
 
@@ -239,7 +239,8 @@ def test_held_out_records_follow_the_config():
     config.data.update(embedded_levels=(2, 3), embedded_eval_size=10)
     config.eval.max_problems = 6
     records = run_setup.held_out_records(config)
-    assert records == synthetic.held_out_records(10, levels=(2, 3))[:6]
+    task = worlds.get(config.world.name).task     # the config's world sets the records
+    assert records == task.held_out_records(10, levels=(2, 3))[:6]
     assert {r.meta["level"] for r in records} <= {2, 3}
     config.data.train = "train.jsonl"     # a training file and no eval files: no held-out set
     assert run_setup.held_out_records(config) == []
@@ -265,6 +266,6 @@ def test_command_line_evaluates_the_config_held_out_records(tiny_policy, tmp_pat
     assert (settings["attempts"], settings["attempt_feedback"], settings["attempt_temperature"],
             settings["misleading_prefix"], settings["prefix_samples"]) == (2, "verifier", 0.4, True, 2)
     rows = _read_jsonl(tmp_path / f"{evaluate.EMBEDDED_NAME}.generations.jsonl")
-    expected = synthetic.held_out_records(5, levels=(2,))
+    expected = worlds.get(grpo.get_config("").world.name).task.held_out_records(5, levels=(2,))
     assert [row["id"] for row in rows if row["mode"] == "greedy"] == [r.id for r in expected]
     assert os.path.exists(tmp_path / misleading_prefix.PREFIXES_FILE)

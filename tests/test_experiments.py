@@ -83,11 +83,12 @@ import multi_attempt_vs_grpo  # noqa: E402
 
 
 def test_multi_attempt_gain_table_by_hand():
-    runs = {"grpo": {0: {"eval/attempts@1": 0.4, "eval/attempts@2": 0.42, "eval/attempts@5": 0.45},
-                     1: {"eval/attempts@1": 0.5, "eval/attempts@2": 0.54, "eval/attempts@5": 0.55}},
+    runs = {"grpo": {0: {"eval/attempts@1": 0.4, "eval/attempts@2": 0.42, "eval/attempts@7": 0.45},
+                     1: {"eval/attempts@1": 0.5, "eval/attempts@2": 0.54, "eval/attempts@7": 0.55}},
             "multi_attempt": {0: {"eval/attempts@1": 0.4, "eval/attempts@2": 0.5,
-                                  "eval/attempts@5": 0.6}}}
+                                  "eval/attempts@7": 0.6}}}
     table = multi_attempt_vs_grpo.gain_table(runs)
+    assert "| attempts@2 - attempts@1 | attempts@7 - attempts@1 |" in table
     # grpo gains 0.02 and 0.04: mean 0.03, SE 0.01; multi_attempt one run, SE 0.
     assert "| grpo | 2 | +0.030 ± 0.010 | +0.050 ± 0.000 |" in table
     assert "| multi_attempt | 1 | +0.100 ± 0.000 | +0.200 ± 0.000 |" in table
@@ -101,7 +102,9 @@ def test_multi_attempt_vs_grpo_smoke(tiny_policy, tmp_path):
         "--smoke", f"--start={tiny_policy}", f"--out={out}", f"--runs={tmp_path / 'runs'}",
         "--config.eval.max_problems=4"])
     assert set(results) == {"grpo", "multi_attempt"}
-    assert all("eval/attempts@5" in m for runs in results.values() for m in runs.values())
+    # Both arms evaluated with the paper's k = 1..7.
+    assert all(f"eval/attempts@{k}" in m for runs in results.values() for m in runs.values()
+               for k in range(1, 8))
     text = (out / "results.md").read_text()
     assert "| grpo | 1 |" in text and "| multi_attempt seed 0 |" in text
     assert "attempts@2 - attempts@1" in text and "multi_attempt minus grpo" in text
@@ -191,11 +194,15 @@ def test_r3l_vs_grpo_smoke_runs_every_arm(tiny_policy, tmp_path):
 
 def test_smoke_defaults_never_touch_a_sweeps_workdirs_or_results():
     args, _ = harness.parse_args(["--smoke"], "demo", 1000, "0,1,2")
-    assert args.runs.endswith(os.path.join("runs", "demo_smoke")) and args.seeds == [0]
+    assert args.runs.endswith(os.path.join("runs", "traps", "demo_smoke")) and args.seeds == [0]
     assert args.out == os.path.join(args.runs, "results")
     args, _ = harness.parse_args([], "demo", 1000, "0,1,2")
-    assert args.runs.endswith(os.path.join("runs", "demo"))
-    assert args.out.endswith(os.path.join("experiments", "results", "demo"))
+    assert args.runs.endswith(os.path.join("runs", "traps", "demo"))
+    assert args.out.endswith(os.path.join("experiments", "results", "traps", "demo"))
+    # Another world's sweeps and results go apart.
+    args, _ = harness.parse_args(["--config.world.name=arith"], "demo", 1000, "0,1,2")
+    assert args.runs.endswith(os.path.join("runs", "arith", "demo"))
+    assert args.out.endswith(os.path.join("experiments", "results", "arith", "demo"))
 
 
 def test_smoke_keeps_the_arms_protocol_at_a_small_size(tiny_policy):
@@ -395,7 +402,9 @@ def test_a_stopped_sweep_leaves_partial_results_seed_major(tmp_path, monkeypatch
     def fake_run(config, workdir):
         if len(calls) == 3:
             raise KeyboardInterrupt       # the sweep is stopped during its fourth run
-        calls.append((os.path.basename(os.path.dirname(workdir)), config.seed))
+        arm = next(a for a in "ab" if os.path.realpath(tmp_path / "runs" / a / f"seed{config.seed}")
+                   == os.path.realpath(workdir))
+        calls.append((arm, config.seed))
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
             f.write(json.dumps({"step": 0, "wall_time": 0.0, "eval/greedy_accuracy": 0.1})
@@ -416,3 +425,53 @@ def test_a_stopped_sweep_leaves_partial_results_seed_major(tmp_path, monkeypatch
     assert "| a | 2 | 0.700 ± 0.500 |" in text and "| b | 1 | 0.200 ± 0.000 |" in text
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert (summary["finished_runs"], summary["planned_runs"]) == (3, 4)
+
+
+def _fake_training(calls):
+    """A stand-in for train.run that records its workdir and writes what a finished
+    run leaves: config.json and a final metrics line with an evaluation."""
+    def run(config, workdir):
+        calls.append(os.path.realpath(workdir))
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort())
+        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+            f.write(json.dumps({"step": 1, harness.TOKENS: 10 ** 6,
+                                "eval/greedy_accuracy": 0.5, "time/step": 1.0}) + "\n")
+    return run
+
+
+def test_identical_arms_of_two_sweeps_train_once(tiny_policy, tmp_path, monkeypatch):
+    from rl_reason import train
+    calls = []
+    monkeypatch.setattr(train, "run", _fake_training(calls))
+
+    def sweep(name, arms):
+        return harness.main(arms, [f"--start={tiny_policy}", "--seeds=0", "--budget=100",
+                                   f"--runs={tmp_path / 'runs' / 'traps' / name}",
+                                   f"--out={tmp_path / name / 'out'}"],
+                            name=name, report=("eval/greedy_accuracy",), curves=("reward_mean",),
+                            default_budget=100)
+
+    first = sweep("a", [harness.Arm("grpo", "grpo"), harness.Arm("lte", "lte")])
+    second = sweep("b", [harness.Arm("grpo", "grpo")])
+    assert len(calls) == 2 and first["grpo"] == second["grpo"]
+    runs = tmp_path / "runs" / "traps"
+    assert os.path.realpath(runs / "a" / "grpo" / "seed0") == \
+        os.path.realpath(runs / "b" / "grpo" / "seed0") == calls[0]
+    assert calls[0].startswith(str(tmp_path / "runs" / "traps" / "shared"))
+    # Another protocol is another run.
+    sweep("c", [harness.Arm("grpo", "grpo", overrides=(("eval.num_samples", 2),))])
+    assert len(calls) == 3 and calls[2] not in calls[:2]
+    # A run whose lock another process holds is skipped, not trained twice.
+    import fcntl
+    arm = harness.Arm("grpo", "grpo", overrides=(("eval.num_samples", 3),))
+    config = harness.build_config(arm, seed=0, start=tiny_policy, budget=100, max_steps=1000,
+                                  smoke=False, overrides=())
+    shared = tmp_path / "runs" / "traps" / "shared" / harness.config_key(config)
+    shared.mkdir(parents=True)
+    with open(shared / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = sweep("d", [arm])
+    assert len(calls) == 3 and results == {}
+    assert sweep("d", [arm])["grpo"][0]["eval/greedy_accuracy"] == 0.5 and len(calls) == 4

@@ -69,6 +69,38 @@ def test_truncate_after_drops_the_lost_tail_and_a_line_cut_by_a_crash(tmp_path):
                                                       (4, 40.0)]
 
 
+class ListSink:
+    def __init__(self, fail=False):
+        self.rows, self.fail, self.closed = [], fail, False
+
+    def log(self, step, row):
+        if self.fail:
+            raise ConnectionError("offline")
+        self.rows.append((step, row))
+
+    def close(self):
+        self.closed = True
+
+
+def test_sinks_get_the_jsonl_rows_and_a_failing_sink_stops_nothing(tmp_path, caplog):
+    good, bad = ListSink(), ListSink(fail=True)
+    with MetricsWriter(tmp_path, tensorboard=False, sinks=[bad, good]) as writer:
+        with caplog.at_level(logging.WARNING):
+            writer.write(0, {"samples": 16, "nan": float("nan"), "kind": "plain",
+                             "pair": np.array([1, 2])})
+            writer.write(1, {"loss": 0.5})
+    # The JSONL's names and values: ints stay ints, a non-finite number stays a float
+    # (null in the JSONL), what the JSONL drops is dropped.
+    (step, row), second = good.rows
+    assert step == 0 and set(row) == {"samples", "nan", "kind"}
+    assert row["samples"] == 16 and isinstance(row["samples"], int) and row["kind"] == "plain"
+    assert np.isnan(row["nan"]) and _lines(tmp_path / "metrics.jsonl")[0]["nan"] is None
+    assert second == (1, {"loss": 0.5}) and [r["step"] for r in
+                                             _lines(tmp_path / "metrics.jsonl")] == [0, 1]
+    assert sum("ListSink failed" in r.message for r in caplog.records) == 1
+    assert good.closed and bad.closed
+
+
 def test_odd_values_are_converted_or_dropped_with_one_warning_each(tmp_path, caplog):
     scalars = {
         "nan": float("nan"), "inf": np.float32(np.inf), "np_float": np.float32(0.5),

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from rl_reason import models, pretrain, pretrain_eval
-from rl_reason.data import probes, tokenizer_builder, warm_start
+from rl_reason.data import probes, tokenizer_builder, warm_start, worlds
 
 TINY = pretrain.Settings(**pretrain.SIZES["tiny"], steps=2, max_new_tokens=16)
 
@@ -74,14 +74,17 @@ def test_stats_file_has_the_histogram_kinds_census_and_settings(built):
         assert 0.0 <= row["accuracy"] <= row["boxed_share"] <= 1.0, kind
     census = written["warm_start"]
     assert census["conversations"] > 0 and set(census["by_kind"]) <= set(warm_start.WARM_START_KINDS)
-    assert written["version"] == pretrain.VERSION
+    assert written["version"] == worlds.get("arith").version == "base_policy_v6"
+    assert pretrain.read_world(out) == {"world": "arith", "version": "base_policy_v6",
+                                        "skill": None}
     assert written["settings"] == json.loads(json.dumps(dataclasses.asdict(TINY)))
     assert written["stop_token_ids"] == [1, 3]  # <|endoftext|>, <|im_end|>
 
 
 def test_the_base_policy_measures_the_split_the_embedded_runs_use():
     from configs import grpo
-    config, settings = grpo.get_config(), pretrain.Settings()
+    config = grpo.get_config()
+    settings = pretrain.world_settings(config.world.name)
     assert tuple(config.data.embedded_levels) == settings.rl_levels
     assert config.data.embedded_eval_size == settings.eval_held_out_problems
     assert config.rollout.max_new_tokens == settings.max_new_tokens
@@ -91,10 +94,23 @@ def test_ensure_returns_the_cache_without_rebuilding(built, monkeypatch):
     out, _ = built
     monkeypatch.setattr(pretrain, "build_base_policy",
                         lambda *a, **k: pytest.fail("rebuilt a complete cached base policy"))
-    assert pretrain.ensure_base_policy(out) == out
-    # The default location honours RL_REASON_CACHE and carries the version.
+    assert pretrain.ensure_base_policy("arith", cache_dir=out) == out
+    # The default location honours RL_REASON_CACHE and carries the version (and skill).
     monkeypatch.setenv("RL_REASON_CACHE", os.path.dirname(out))
-    assert pretrain.default_cache_dir() == os.path.join(os.path.dirname(out), pretrain.VERSION)
+    assert pretrain.default_cache_dir(pretrain.Settings()) == os.path.join(
+        os.path.dirname(out), "base_policy_v6")
+    traps = pretrain.world_settings("traps", 0.25)
+    assert pretrain.default_cache_dir(traps) == os.path.join(
+        os.path.dirname(out), f"{worlds.get('traps').version}_skill0.25")
+
+
+def _train_counting(calls):
+    real = pretrain.train
+
+    def train(config, batches, **kwargs):
+        calls.append("dial stage" if kwargs.get("params") is not None else "trunk")
+        return real(config, batches, **kwargs)
+    return train
 
 
 def _fake_build(calls):
@@ -111,9 +127,9 @@ def test_ensure_builds_when_missing_or_incomplete(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(pretrain, "build_base_policy", _fake_build(calls))
     out = str(tmp_path / "missing")
-    assert pretrain.ensure_base_policy(out) == out
+    assert pretrain.ensure_base_policy("arith", cache_dir=out) == out
     assert calls == [(out, pretrain.Settings())] and pretrain.is_complete(out)
-    assert pretrain.ensure_base_policy(out) == out and len(calls) == 1  # now cached
+    assert pretrain.ensure_base_policy("arith", cache_dir=out) == out and len(calls) == 1
 
     # Each required file missing makes the folder incomplete.
     for name in (models.hf.CONFIG_FILE, models.hf.SINGLE_FILE, "tokenizer.json", pretrain.STATS_FILE):
@@ -172,7 +188,8 @@ def test_main_parses_settings_and_rejects_bad_steps(tmp_path, monkeypatch, capsy
     calls = []
     monkeypatch.setattr(pretrain, "build_base_policy", lambda out, s: calls.append((out, s)))
     pretrain.main(["--size=tiny", "--steps=5", "--seed=3", f"--out={tmp_path}"])
-    assert calls == [(str(tmp_path), pretrain.Settings(seed=3, **{**pretrain.SIZES["tiny"], "steps": 5}))]
+    assert calls == [(str(tmp_path), dataclasses.replace(
+        pretrain.world_settings(worlds.DEFAULT), seed=3, **{**pretrain.SIZES["tiny"], "steps": 5}))]
     for bad in ("0", "-2"):
         with pytest.raises(SystemExit) as exit_info:
             pretrain.main([f"--steps={bad}", f"--out={tmp_path}"])
@@ -180,9 +197,38 @@ def test_main_parses_settings_and_rejects_bad_steps(tmp_path, monkeypatch, capsy
         assert f"--steps must be >= 1, got {bad}" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         pretrain.main(["--size=huge"])
-    pretrain.main(["--unboxed-share=0", f"--out={tmp_path}"])
+    pretrain.main(["--world=arith", "--unboxed-share=0", f"--out={tmp_path}"])
     assert calls[-1][1] == pretrain.Settings(unboxed_share=0.0)
     with pytest.raises(SystemExit) as exit_info:
         pretrain.main(["--unboxed-share=1.5", f"--out={tmp_path}"])
     assert "--unboxed-share must be in [0, 1], got 1.5" in capsys.readouterr().err
-    assert len(calls) == 2
+    pretrain.main(["--world=traps", "--skill=0.25", f"--out={tmp_path}"])
+    assert calls[-1][1] == pretrain.world_settings("traps", 0.25) and calls[-1][1].skill == 0.25
+    assert len(calls) == 3
+    # The dial is checked: a world without one, and a share outside [0, 1].
+    for bad, message in ((["--world=arith", "--skill=0.5"], "has no premise dial"),
+                         (["--skill=1.5"], "must be in [0, 1]")):
+        with pytest.raises(SystemExit) as exit_info:
+            pretrain.main(bad + [f"--out={tmp_path}"])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert len(calls) == 3
+
+
+def test_a_trap_world_build_records_its_world_dial_and_premises(tmp_path, monkeypatch):
+    monkeypatch.setenv("RL_REASON_CACHE", str(tmp_path / "cache"))
+    s = dataclasses.replace(pretrain.world_settings("traps", 0.5),
+                            **{**pretrain.SIZES["tiny"], "steps": 2, "max_new_tokens": 16})
+    out = str(tmp_path / "traps")
+    stats = pretrain.build_base_policy(out, s)
+    # The trunk (stage 1) is cached apart and reused by another dial setting.
+    assert stats["trunk"]["key"] == pretrain.trunk_key(s)
+    assert os.path.isfile(os.path.join(pretrain.trunk_dir(s), pretrain.TRUNK_FILE))
+    monkeypatch.setattr(pretrain, "train", _train_counting(calls := []))
+    pretrain.build_base_policy(str(tmp_path / "traps0"), dataclasses.replace(s, skill=0.0))
+    assert calls == ["dial stage"]     # the trunk was loaded, not trained again
+    assert (stats["world"], stats["version"], stats["skill"]) == ("traps", "traps_v1", 0.5)
+    assert pretrain.read_world(out) == {"world": "traps", "version": "traps_v1", "skill": 0.5}
+    premises = stats["premises"]
+    assert set(premises) >= {"lte", "multi_attempt", "r3l", "failure_prefix", "exgrpo"}
+    assert premises["settings"]["questions"] == 4 and "by_prompt_kind" not in stats
+    assert stats["held_out_problems_by_level"] == {"2": 8, "3": 8}

@@ -3,6 +3,7 @@ sharding, every method hook, and the skipped-update guard."""
 
 import json
 import os
+import zlib
 
 import jax
 import numpy as np
@@ -80,6 +81,45 @@ def test_grpo_run_writes_metrics_checkpoints_and_export(tiny_policy, tmp_path, c
                          start, end)
     assert max(jax.tree.leaves(moved)) > 0
     assert os.path.exists(os.path.join(workdir, "hf", "tokenizer.json"))
+
+
+class ParityVerifier:
+    """Correct iff the CRC-32 of the response text is even (about half of every group),
+    or never: a random tiny policy gets mixed groups, or none."""
+
+    def __init__(self, ever_correct=True):
+        self.ever_correct = ever_correct
+
+    def verify_batch(self, responses, answers):
+        from rl_reason.verifiers import VerifyResult
+        return [VerifyResult(1.0, "correct", "1")
+                if self.ever_correct and zlib.crc32(r.encode()) % 2 == 0
+                else VerifyResult(0.0, "wrong", "0") for r in responses]
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("ever_correct", [True, False])
+def test_the_weights_move_through_the_advantages(tiny_policy, tmp_path, monkeypatch,
+                                                 ever_correct):
+    """No entropy bonus and no KL: only the advantages move the weights. With mixed
+    groups they move; when every reward is 0 every advantage is 0, the gradient is 0
+    and (no weight decay) the weights stay exactly where they were, although each
+    update is applied. So a trainer whose advantages were all zero fails here."""
+    from rl_reason import run_setup
+    monkeypatch.setattr(run_setup, "make_verifier", lambda _: ParityVerifier(ever_correct))
+    workdir = str(tmp_path / "run")
+    c = tiny_config(tiny_policy, **{"loss.entropy_coef": 0.0, "train.num_steps": 2,
+                                    "train.export_hf": True, "eval.enabled": False})
+    assert c.loss.kl_coef == 0 and c.optim.weight_decay == 0
+    train.run(c, workdir)
+    steps = [line for line in read_metrics(workdir) if "loss" in line]
+    assert [m["update_applied"] for m in steps] == [1.0, 1.0]
+    assert all((m["mixed_fraction"] > 0) == ever_correct for m in steps)
+    moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                         models.load(tiny_policy).params, final_params(workdir))
+    assert (max(jax.tree.leaves(moved)) > 0) == ever_correct
 
 
 def test_resumed_run_matches_uninterrupted(tiny_policy, tmp_path):
@@ -376,6 +416,62 @@ def test_non_finite_update_is_skipped_and_counted(tiny_policy):
     batch["advantages"] = np.ones((B, T), np.float32)
     state, metrics = fns.update(state, batch)
     assert int(state.skipped) == 1 and float(metrics["update_applied"]) == 1.0
+
+
+def test_an_update_over_the_grad_norm_limit_is_skipped(tiny_policy):
+    """optim.skip_grad_norm_above (ExGRPO's 500): an update whose gradient norm exceeds
+    it leaves parameters and optimizer moments exactly as they were and is counted; one
+    under it is applied."""
+    from rl_reason import sharding, train_step
+    model = models.load(tiny_policy)
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    c = tiny_config(tiny_policy, **{"loss.entropy_coef": 0.0})
+    optimizer = train_step.make_optimizer(c.optim)
+    sh = train_step.state_shardings(sharding.param_shardings(model.config, mesh), optimizer,
+                                    jax.eval_shape(lambda p: p, model.params), mesh)
+    state = train_step.init_state(model.params, optimizer, sh)
+    fns = train_step.build_step_functions(model.config, loss_config_from(c), optimizer, sh,
+                                          mesh, temperature=1.0, logprob_chunk=0,
+                                          remat=False, skip_grad_norm_above=500.0)
+    B, T = 2, 8
+    rng = np.random.default_rng(0)
+
+    def batch(advantage):
+        # The gradient is linear in the advantages: 1e5 takes its norm far over 500.
+        return dict(tokens=rng.integers(2, 100, (B, T)).astype(np.int32),
+                    valid=np.ones((B, T), bool), loss_mask=np.ones((B, T), np.float32),
+                    advantages=np.full((B, T), advantage, np.float32),
+                    off_policy=np.zeros((B, T), bool),
+                    behaviour_logp=np.zeros((B, T), np.float32))
+
+    state, _ = fns.update(state, batch(1.0))     # moments no longer zero
+    before = jax.tree.map(np.asarray, (state.params, state.opt_state))
+    state, metrics = fns.update(state, batch(1e5))
+    assert float(metrics["grad_norm"]) > 500 and np.isfinite(float(metrics["loss"]))
+    assert int(state.skipped) == 1 and float(metrics["update_applied"]) == 0.0
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, np.asarray(b)), before,
+                 (state.params, state.opt_state))
+    state, metrics = fns.update(state, batch(1.0))
+    assert float(metrics["grad_norm"]) <= 500 and float(metrics["update_applied"]) == 1.0
+    assert int(state.skipped) == 1
+    moved = jax.tree.map(lambda a, b: float(np.abs(a - np.asarray(b)).max()), before[0],
+                         state.params)
+    assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_the_trainer_logs_skipped_updates_and_keeps_the_weights(tiny_policy, tmp_path):
+    """A limit every update exceeds: each step is counted in skipped_updates and
+    update_applied is 0, and the exported policy is the starting one."""
+    workdir = str(tmp_path / "run")
+    train.run(tiny_config(tiny_policy, **{"optim.skip_grad_norm_above": 1e-9,
+                                          "train.num_steps": 2, "train.export_hf": True,
+                                          "eval.enabled": False}), workdir)
+    steps = [line for line in read_metrics(workdir) if "loss" in line]
+    assert [(m["step"], m["skipped_updates"], m["update_applied"]) for m in steps] == [
+        (1, 1, 0.0), (2, 2, 0.0)]
+    assert all(m["grad_norm"] > 1e-9 for m in steps)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 models.load(tiny_policy).params, final_params(workdir))
 
 
 def test_bad_checkpoint_path_and_unwritable_workdir_fail_clearly(tiny_policy, tmp_path):

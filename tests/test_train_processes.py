@@ -1,6 +1,7 @@
 """The trainer as users run it, in separate processes: killed with SIGKILL and resumed,
 and two processes joined with jax.distributed on 127.0.0.1."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -108,7 +109,8 @@ def free_port():
 
 
 def test_two_processes_train_together_like_one(tiny_policy, tmp_path):
-    """2 processes x 2 CPU devices (fsdp over both hosts) == 1 process x 4 devices."""
+    """2 processes x 2 CPU devices (fsdp over both hosts) == 1 process x 4 devices; with
+    W&B logging on (offline), only process 0 starts a W&B run."""
     mesh = ("--config.mesh.data=2", "--config.mesh.fsdp=2")
     single = str(tmp_path / "single")
     subprocess.run(command(tiny_policy, single, 2, *mesh), cwd=ROOT, env=environment(4),
@@ -116,10 +118,16 @@ def test_two_processes_train_together_like_one(tiny_policy, tmp_path):
 
     joint = str(tmp_path / "joint")
     port = free_port()
+    wandb_dir = tmp_path / "wandb_files"
+    wandb_dir.mkdir()
+    with_wandb = importlib.util.find_spec("wandb") is not None
+    env = dict(environment(2), WANDB_MODE="offline", WANDB_DIR=str(wandb_dir),
+               WANDB_SILENT="true")
     procs = [subprocess.Popen(
         command(tiny_policy, joint, 2, *mesh, f"--coordinator=127.0.0.1:{port}",
-                "--num_processes=2", f"--process_id={i}"),
-        cwd=ROOT, env=environment(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                "--num_processes=2", f"--process_id={i}",
+                *(["--config.logging.wandb=True"] if with_wandb else [])),
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True) for i in range(2)]
     outputs = [p.communicate(timeout=900)[0] for p in procs]
     for p, out in zip(procs, outputs):
@@ -130,3 +138,5 @@ def test_two_processes_train_together_like_one(tiny_policy, tmp_path):
     np.testing.assert_allclose([l for _, l, _ in single_losses], [l for _, l, _ in joint_losses],
                                rtol=1e-4, atol=1e-6)
     assert_same_params(single, joint, exact=False)
+    if with_wandb:
+        assert len(list((wandb_dir / "wandb").glob("offline-run-*"))) == 1

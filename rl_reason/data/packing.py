@@ -124,8 +124,11 @@ class WarmStartBatches:
 
 
 def build_batches(tokenizer, steps: int, rows_per_batch: int, row_len: int, *, seed: int,
-                  level_weights=None, unboxed_share: float = 0.0) -> WarmStartBatches:
-    """`steps` batches of fresh warm-start conversations (each used once)."""
+                  conversations=None) -> WarmStartBatches:
+    """`steps` batches of fresh warm-start conversations (each used once), drawn by
+    `conversations(num, seed=...)` (default: the arithmetic world's, formats only)."""
+    if conversations is None:
+        conversations = warm_start.warm_start_conversations
     if rows_per_batch < 2 or rows_per_batch % 2:
         raise ValueError(f"packing: rows_per_batch must be even and >= 2, got {rows_per_batch}")
     half = rows_per_batch // 2
@@ -139,14 +142,12 @@ def build_batches(tokenizer, steps: int, rows_per_batch: int, row_len: int, *, s
         slots = len(short.rows) + 2 * len(long.rows)
         # About 6 conversations fill a short row; a small margin avoids a mostly wasted chunk.
         wanted = min(4000, 7 * max(rows_per_batch, steps * rows_per_batch - slots) + 16)
-        conversations = warm_start.warm_start_conversations(
-            wanted, seed=seed * 7919 + chunk + 1, level_weights=level_weights,
-            unboxed_share=unboxed_share)
+        drawn = conversations(wanted, seed=seed * 7919 + chunk + 1)
         chunk += 1
-        pieces = [conversation_segments(tokenizer, c) for c in conversations]
+        pieces = [conversation_segments(tokenizer, c) for c in drawn]
         flat = [text for p in pieces for text, _ in p]
         ids = iter(e.ids for e in backend.encode_batch(flat, add_special_tokens=False))
-        for conversation, p in zip(conversations, pieces):
+        for conversation, p in zip(drawn, pieces):
             seq, mask = [], []
             for _, trained in p:
                 piece = next(ids)

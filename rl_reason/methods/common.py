@@ -43,12 +43,16 @@ class RewardShaping:
 
 def shaped_rewards(samples: Sequence[Sample], shaping: RewardShaping) -> np.ndarray:
     """Verifier rewards plus the overlong penalty when it is on; lengths count the
-    generated tokens of each sample against its own budget."""
+    generated tokens of each sample against its own budget: its request's
+    max_new_tokens (a continuation of a prefix has L - |prefix|), else the config's L.
+    For a continuation that is the same as measuring prefix + continuation against L."""
     rewards = np.array([s.reward for s in samples], np.float32)
     if shaping.overlong_buffer > 0 and len(samples):
         lengths = np.array([len(s.response) for s in samples])
+        budgets = np.array([s.request.max_new_tokens or shaping.max_new_tokens
+                            for s in samples])
         rewards = rewards + np.asarray(adv_lib.overlong_penalty(
-            lengths, max_response_length=shaping.max_new_tokens,
+            lengths, max_response_length=budgets,
             overlong_buffer=shaping.overlong_buffer,
             penalty_factor=shaping.overlong_penalty), np.float32)
     return rewards

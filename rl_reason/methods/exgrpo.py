@@ -13,10 +13,12 @@ One step (B prompts, G samples each):
     update       on-policy tokens: the PPO loss, its clip dropped once mixing is on;
                  replayed tokens: -A * f(w), w = exp(logp_now - logp_recorded),
                  f(w) = w / (w + 0.1) (loss.off_policy_weight), never clipped
-    after_step   retire questions whose group is all correct; store the correct
-                 responses of groups with 1..G-1 correct (once mixing is on, unless
-                 method.store_before_mixing) and update k; switch mixing on for good
-                 once the step's fresh accuracy exceeds method.mixing_threshold
+    after_step   retire questions whose own samples this step were all correct (a fresh
+                 group's G; a replay group's G - 1, its stored trajectory being
+                 correct); store the correct responses of groups with 1..G-1 correct
+                 (once mixing is on, unless method.store_before_mixing) and update k;
+                 switch mixing on for good once the step's fresh accuracy exceeds
+                 method.mixing_threshold
 
 The buffer, the mixing flag and the retired count are method state, saved with every
 checkpoint, so a resumed run draws and trains exactly as an uninterrupted one.
@@ -53,7 +55,8 @@ class Settings:
     trajectory_selection: 'lowest_entropy', 'highest_entropy' or 'random'.
     drop_clip_when_mixing: no PPO clip on on-policy tokens once mixing is on.
     store_before_mixing: store successes from step 1, not only once mixing is on.
-    retire_solved: retire questions whose whole group is correct.
+    retire_solved: retire questions whose own samples (all a step drew on the plain
+        prompt for the group) are all correct.
     """
 
     mixing_threshold: float = 0.35
@@ -204,16 +207,26 @@ class ExGRPO(Method):
             groups.setdefault(m.sample.request.group, []).append(m)
         replayed = {id(s) for s in self._replayed}   # stored already
         store = self.mixing or self.settings.store_before_mixing
+        # What the policy drew itself on the plain prompt, per group (every one, also a
+        # failure a composition's hinted success replaced in the group): the question
+        # is solved when all of these are correct, whatever else the group holds.
+        own: dict[str, list[bool]] = {}
+        for s in samples:
+            if s.request.tag in (FRESH, REPLAY):
+                own.setdefault(s.request.group, []).append(s.correct)
         to_retire: list[str] = []
-        for members in groups.values():
+        for group, members in groups.items():
             record = members[0].sample.request.record
             # The context a member is trained under is the question's plain prompt.
             context = members[0].context or members[0].sample.request.context
             k = sum(m.sample.correct for m in members)
-            if k == len(members):
+            if own.get(group) and all(own[group]):
                 if self.settings.retire_solved:
                     to_retire.append(record.id)
-            elif k >= 1 and store:
+            # k = G without the policy solving it alone (lte_exgrpo with no_cap: hinted
+            # successes replaced every failure) is neither retired nor stored: the
+            # buckets hold partly solved questions, 1..G-1.
+            elif 1 <= k < len(members) and store:
                 self.buffer.update(record, context, k, [
                     Trajectory(np.asarray(m.sample.response, np.int32),
                                np.asarray(m.sample.policy_logprobs, np.float32),

@@ -12,7 +12,13 @@ sample solved (docs/methods.md, "Compositions").
                  take the same shaped weight f(w) = w / (w + gamma); advantages
                  r - mean over each final group
     after_step   ExGRPO's, over the final groups: a hinted success is stored like any
-                 other (plain context, its recorded log-probs) and counts in k
+                 other (plain context, its recorded log-probs) and counts in k; a
+                 question is retired only when the policy's own G samples were all
+                 correct, so a hinted group never is. A group all correct only because
+                 hinted successes replaced every failure (the no_cap ablation: G' = G)
+                 is neither retired nor stored (k = G has no bucket; the question
+                 stays in the fresh stream); with the cap, a rescued group keeps a
+                 failure and is stored with k = G' <= G - 1
 
 The two mechanisms act on disjoint groups in one step (hints on fresh none-pass
 groups, replay on groups the buffer chose), share one off-policy loss, and feed one

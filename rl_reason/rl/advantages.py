@@ -152,18 +152,23 @@ def compute_advantages(estimator: str, rewards, group_ids=None, valid=None, *,
                                            **options)
 
 
-def overlong_penalty(response_lengths, *, max_response_length: int, overlong_buffer: int,
+def overlong_penalty(response_lengths, *, max_response_length, overlong_buffer: int,
                      penalty_factor: float = 1.0) -> jax.Array:
     """DAPO overlong reward shaping: a penalty (<= 0) to add to the reward.
 
     Zero up to max_response_length - overlong_buffer tokens, then falling linearly to
     -penalty_factor at max_response_length (and staying there).
+
+    max_response_length: one budget for every response, or one per response (a
+        continuation's budget is what its given prefix left). A budget smaller than
+        the buffer starts inside it: penalised from the first token, as the whole
+        response (prefix and continuation) would be against the full budget.
     """
-    if not 0 < overlong_buffer <= max_response_length:
-        raise ValueError(f"overlong_buffer={overlong_buffer} must be in (0, max_response_length="
-                         f"{max_response_length}]")
+    if not overlong_buffer > 0:
+        raise ValueError(f"overlong_buffer={overlong_buffer} must be > 0")
+    budgets = jnp.asarray(max_response_length, jnp.float32)
     lengths = jnp.asarray(response_lengths, jnp.float32)
-    excess = lengths - (max_response_length - overlong_buffer)
+    excess = lengths - (budgets - overlong_buffer)
     return -jnp.clip(excess / overlong_buffer, 0.0, 1.0) * penalty_factor
 
 

@@ -29,7 +29,10 @@ def test_segments_train_the_answer_after_its_prefix(tokenizer):
 
 
 def test_batches_have_fixed_shapes_and_spread_long_steps(tokenizer):
-    batches = packing.build_batches(tokenizer, 12, 4, 128, seed=0, unboxed_share=0.5)
+    def conversations(num, *, seed):
+        return warm_start.warm_start_conversations(num, seed=seed, unboxed_share=0.5)
+
+    batches = packing.build_batches(tokenizer, 12, 4, 128, seed=0, conversations=conversations)
     assert batches.num_steps == 12 and 0 < len(batches.long_steps) < 12
     shapes = [batches.batch(i)[0].shape for i in range(12)]
     assert all(shape in ((4, 128), (2, 256)) for shape in shapes)

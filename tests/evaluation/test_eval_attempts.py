@@ -103,3 +103,25 @@ def test_the_shared_budget_running_out_mid_attempt_ends_the_episode(scripted_ses
     assert (last["attempt"], last["status"], last["num_tokens"], last["truncated"]) == (
         2, "no_answer", 8, True)
     assert last["response"] == "3+4=7. \\boxed"
+
+
+def test_the_multi_attempt_config_evaluates_k_1_to_7(scripted_session):
+    """configs/multi_attempt.py evaluates as the paper does: up to 7 attempts (training
+    draws N from 1..5), announced in the system prompt; a problem solved at the 7th
+    attempt counts in attempts@7 only."""
+    from configs import multi_attempt
+
+    settings = EvalSettings.from_config(multi_attempt.get_config(""))
+    assert (settings.attempts, settings.attempt_feedback, settings.attempt_temperature) == (
+        7, "multi_attempt", 0.0)
+    wrong = [f"\\boxed{{{n}}}" for n in range(1, 7)]
+    # The test tokenizer spends many tokens on the feedback turns' words: a context
+    # long enough for seven turns.
+    session = scripted_session(PROBLEMS[:1], settings, wrong + ["3+4=7. \\boxed{7}"],
+                               context=4096)
+    metrics = attempts.evaluate_attempts(session, rng=KEY)
+    assert [metrics[f"attempts@{k}"] for k in range(1, 8)] == [0.0] * 6 + [1.0]
+    assert metrics["attempts_context_overflow"] == 0
+    assert "attempts@8" not in metrics and len(session.calls) == 7
+    assert "You have 7 attempts to solve the problem." in session.calls[0]["prompts"][0]
+    assert "You have 1 attempt left." in session.calls[6]["prompts"][0]

@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 
 from exgrpo_helpers import FakeContext, HalfCorrectVerifier, group, record, sample, tiny_config
+from configs import exgrpo as exgrpo_config
 from rl_reason import checkpoint, models, run_setup, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.methods import experience
 from rl_reason.methods.exgrpo import ExGRPO
 from rl_reason.methods.experience import Trajectory, text_key
+from rl_reason.data.stream import PromptStream
 from rl_reason.rl import losses
+from rl_reason.verifiers import VerifyResult
 
 
 @pytest.fixture(scope="module")
@@ -292,6 +295,105 @@ def test_shaped_loss_by_hand(tokenizer):
     assert float(grad) == pytest.approx(-0.5 * 0.1 * 2.718282 / 2.818282 ** 2 / 2, abs=1e-6)
 
 
+# ---------------------------------------------------------------------- ablation variants
+def variant_method(tokenizer, variant=""):
+    """configs/exgrpo.py:tiny[,variant] as an ExGRPO method, mixing on."""
+    m = ExGRPO(tiny_config(variant=variant), tokenizer)
+    m.mixing = True
+    return m
+
+
+def replayed_counts(tokenizer, variant):
+    """Replay groups of one step with 4 eligible questions (B = 4)."""
+    m = variant_method(tokenizer, variant)
+    buffer_with(m, tokenizer, [(i, 2, [[10 + i]]) for i in range(1, 5)])
+    return sum(r.tag == "replay" for r in m.prepare(FakeContext(m.config, tokenizer).ctx))
+
+
+def picked_responses(tokenizer, variant, seeds):
+    """The trajectory replayed for one question of three stored trajectories (mean
+    entropies 0.7, 0.3, 0.9), one step per seed."""
+    entropy = {(10, 11, 12): 0.7, (20, 21): 0.3, (30, 31, 32): 0.9}
+    picks = []
+    for seed in seeds:
+        m = variant_method(tokenizer, variant)
+        buffer_with(m, tokenizer, [(1, 3, [[10, 11, 12], [20, 21], [30, 31, 32]])])
+        m.prepare(FakeContext(m.config, tokenizer, seed=seed,
+                              entropy_of=lambda t, s: entropy[tuple(t[s:])]).ctx)
+        picks.append(tuple(m._replayed[0].response))
+    return picks
+
+
+def middle_bucket_share(tokenizer, variant, steps=200):
+    """How often one step's 2 replayed questions include the only question at k = 2
+    (G/2, the bucket weighted most), next to 9 questions at k = 1."""
+    chosen = 0
+    for seed in range(steps):
+        m = variant_method(tokenizer, variant)
+        buffer_with(m, tokenizer, [(1, 2, [[10]])] + [(i, 1, [[10 + i]]) for i in range(2, 11)])
+        m.prepare(FakeContext(m.config, tokenizer, seed=seed).ctx)
+        chosen += any(s.request.record.id == "q1" for s in m._replayed)
+    return chosen / steps
+
+
+def off_policy_term(tokenizer, variant):
+    """The loss of one replayed token with w = e and A = 0.5 (no on-policy token)."""
+    m = variant_method(tokenizer, variant)
+    config = dataclasses.replace(m.loss_config(), entropy_coef=0.0)
+    loss, _ = losses.policy_loss(
+        jnp.array([[-1.0]]), jnp.array([[0.0]]), jnp.array([0.5]), jnp.ones((1, 1)), config,
+        off_policy_BT=jnp.array([[True]]), behaviour_logp_BT=jnp.array([[-2.0]]))
+    return float(loss)
+
+
+# Each ablation against the default, on the mechanism it switches off or changes.
+def check_rho025(tok):
+    # n_exp = floor(rho * B) with B = 4: 1 replay group, against the default's 2.
+    assert (replayed_counts(tok, "rho025"), replayed_counts(tok, "")) == (1, 2)
+
+
+def check_rho075(tok):
+    assert (replayed_counts(tok, "rho075"), replayed_counts(tok, "")) == (3, 2)
+
+
+def check_highest_entropy(tok):
+    # The highest mean entropy (0.9), where the default takes the lowest (0.3).
+    assert set(picked_responses(tok, "highest_entropy", range(5))) == {(30, 31, 32)}
+    assert set(picked_responses(tok, "", range(5))) == {(20, 21)}
+
+
+def check_random_trajectory(tok):
+    # Each of the three in 30 steps, where the default always takes the lowest.
+    assert len(set(picked_responses(tok, "random_trajectory", range(30)))) == 3
+    assert set(picked_responses(tok, "", range(30))) == {(20, 21)}
+
+
+def check_no_question_selection(tok):
+    # Uniform over the 10 questions: q1 is one of the 2 drawn 20% of the time; bucketed
+    # (weights N(k; 2, 1)), bucket 2 gets a draw with probability 1 - 0.377541^2 = 0.857.
+    assert middle_bucket_share(tok, "no_question_selection") < 0.35
+    assert middle_bucket_share(tok, "") > 0.75
+
+
+def check_no_shaping(tok):
+    # The raw ratio, -A * w = -0.5 * e, against the shaped -A * w / (w + 0.1).
+    assert off_policy_term(tok, "no_shaping") == pytest.approx(-0.5 * 2.718282, abs=1e-5)
+    assert off_policy_term(tok, "") == pytest.approx(-0.5 * 0.964533, abs=1e-5)
+
+
+ABLATION_CHECKS = {"rho025": check_rho025, "rho075": check_rho075,
+                   "highest_entropy": check_highest_entropy,
+                   "random_trajectory": check_random_trajectory,
+                   "no_question_selection": check_no_question_selection,
+                   "no_shaping": check_no_shaping}
+
+
+@pytest.mark.parametrize("variant", sorted(ABLATION_CHECKS))
+def test_each_ablation_variant_changes_its_mechanism(tokenizer, variant):
+    assert set(ABLATION_CHECKS) == set(exgrpo_config.ABLATIONS)   # none left unchecked
+    ABLATION_CHECKS[variant](tokenizer)
+
+
 # ---------------------------------------------------------------------- after the step
 def test_delayed_start_switches_once_accuracy_exceeds_the_threshold(tokenizer):
     m = method_with(tokenizer, **{"method.mixing_threshold": 0.35})
@@ -455,8 +557,32 @@ def test_plan_counts_the_buffer_in_host_memory():
 
 
 # ---------------------------------------------------------------------- end to end
+class SomeAlwaysSolvedVerifier(HalfCorrectVerifier):
+    """HalfCorrectVerifier, except that every response to a question whose answer is a
+    multiple of 3 is correct: those groups are all correct, so the run retires some."""
+
+    def verify_batch(self, responses, answers):
+        return [VerifyResult(1.0, "correct", str(answer)) if int(answer) % 3 == 0 else result
+                for result, answer in zip(super().verify_batch(responses, answers), answers)]
+
+
 def test_tiny_run_mixes_replays_and_stores(tiny_policy, tmp_path, monkeypatch):
-    monkeypatch.setattr(run_setup, "make_verifier", lambda _: HalfCorrectVerifier())
+    monkeypatch.setattr(run_setup, "make_verifier", lambda _: SomeAlwaysSolvedVerifier())
+    # What the stream was asked to serve and to retire, recorded outside the method.
+    drawn, retired = [], []
+    next_records, retire = PromptStream.next_records, PromptStream.retire
+
+    def recorded_next_records(self, count):
+        records = next_records(self, count)
+        drawn.extend(records)
+        return records
+
+    def recorded_retire(self, ids):
+        retired.extend(ids)
+        retire(self, ids)
+
+    monkeypatch.setattr(PromptStream, "next_records", recorded_next_records)
+    monkeypatch.setattr(PromptStream, "retire", recorded_retire)
     workdir = str(tmp_path / "run")
     c = tiny_config(tiny_policy, **{"method.mixing_threshold": 0.0, "train.num_steps": 3,
                                     "train.eval_every": 0})
@@ -475,4 +601,9 @@ def test_tiny_run_mixes_replays_and_stores(tiny_policy, tmp_path, monkeypatch):
                                                          abs=1e-6)
     assert third["off_policy_fraction"] > 0 and third["clip_fraction"] == 0
     assert third["off_policy_w_mean"] > 0
-    assert sum(m["exgrpo/retired_this_step"] for m in lines) == lines[-1]["exgrpo/retired"]
+    # Every drawn question the verifier always solves was retired, and only those or
+    # questions a group of 4 solved by chance (1 in 16); the method's counters agree.
+    always = {r.id for r in drawn if int(r.answer) % 3 == 0}
+    assert always and always <= set(retired) and len(retired) == len(set(retired))
+    assert lines[-1]["exgrpo/retired"] == len(retired)
+    assert sum(m["exgrpo/retired_this_step"] for m in lines) == len(retired)

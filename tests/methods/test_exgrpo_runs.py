@@ -77,7 +77,9 @@ def test_sigkill_while_mixing_then_resume_matches_uninterrupted(tiny_policy, tmp
 
 @pytest.mark.parametrize("variant", sorted(exgrpo_config.ABLATIONS))
 def test_two_steps_of_each_ablation_variant(tiny_policy, tmp_path, monkeypatch, variant):
-    """Stored from step 1 and mixing from step 2, so step 2 replays under the variant."""
+    """Stored from step 1 and mixing from step 2, so step 2 replays under the variant
+    through the trainer (what each variant changes is checked mechanism by mechanism in
+    test_exgrpo.py, test_each_ablation_variant_changes_its_mechanism)."""
     monkeypatch.setattr(run_setup, "make_verifier", lambda _: HalfCorrectVerifier())
     workdir = str(tmp_path / variant)
     c = tiny_config(tiny_policy, variant, **{
@@ -86,7 +88,15 @@ def test_two_steps_of_each_ablation_variant(tiny_policy, tmp_path, monkeypatch, 
     c.eval.enabled = False
     train.run(c, workdir)
     second = metric_lines(workdir)[-1]
-    expected = min(int(c.method.replay_ratio * 4), metric_lines(workdir)[0][
-        "exgrpo/buffer_questions"])
+    # floor(rho * B) with B = 4, rho as the variant names it (not read back from c).
+    rho = {"rho025": 0.25, "rho075": 0.75}.get(variant, 0.5)
+    expected = min(int(rho * 4), metric_lines(workdir)[0]["exgrpo/buffer_questions"])
     assert second["exgrpo/replay_groups"] == expected > 0
     assert second["off_policy_fraction"] > 0 and np.isfinite(second["loss"])
+    # The replayed tokens' weight: the raw ratio w without shaping, else w / (w + 0.1),
+    # below 1 whatever w is.
+    if variant == "no_shaping":
+        assert second["shaping_weight_mean"] == pytest.approx(second["off_policy_w_mean"],
+                                                              rel=1e-5)
+    else:
+        assert second["shaping_weight_mean"] < 1.0

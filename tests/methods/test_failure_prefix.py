@@ -20,6 +20,7 @@ from rl_reason import checkpoint, models, sampling, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.data import record as record_lib
 from rl_reason.data import synthetic
+from rl_reason.methods import common
 from rl_reason.methods import failure_prefix_mining as mining
 from rl_reason.methods.base import FRESH, Request, Sample, StepContext
 from rl_reason.methods.failure_prefix import FailurePrefix
@@ -273,6 +274,35 @@ def test_no_loss_on_the_prefix_and_grpo_advantages_on_the_continuation():
     # rewards (1, 0): mean 0.5, sample std sqrt(0.5) -> advantages +-0.5 / sqrt(0.5)
     assert [row.advantage for row in rows] == pytest.approx([0.5 ** 0.5, -0.5 ** 0.5],
                                                             abs=1e-5)
+
+
+def test_the_overlong_penalty_measures_a_continuation_against_its_own_budget():
+    """L = 32, overlong buffer 8. After the 14-token prefix CUT_75 a continuation has
+    32 - 14 = 18 tokens, so the penalty starts at its 10th: a 14-token continuation
+    (with its stop token) is 4 into the buffer, -0.5 (as prefix + continuation, 28 of
+    32 tokens, would be against L). Against L itself it would be free."""
+    c = config()
+    c.loss.overlong_buffer = 8
+    assert c.rollout.max_new_tokens == 32
+    method = FailurePrefix(c, TOK)
+    request = method.prefix_request(B, ids(CUT_75), 2, tag=FRESH)
+    request.group = "g"
+    assert request.max_new_tokens == 18
+    short, long = make_sample(request, "{32}"), make_sample(request, "{32}. The end")
+    assert (len(short.response), len(long.response), short.reward, long.reward) == (5, 14, 1, 1)
+    rewards = common.shaped_rewards([short, long], common.RewardShaping.from_config(c))
+    np.testing.assert_allclose(rewards, [1.0, 0.5])
+    # Both right, but the long one pays for its length: it is the worse of the group.
+    rows = method.build_batch([short, long], context(1, None, [], c=c))
+    assert rows[0].advantage > 0 > rows[1].advantage
+    # A plain request (no prefix, no budget of its own) is measured against L: 28
+    # tokens are 4 into the buffer.
+    plain = common.plain_request(TOK, B, 1)
+    assert plain.max_new_tokens is None
+    right = make_sample(plain, "x" * 17 + "\\boxed{32}")
+    assert (len(right.response), right.reward) == (28, 1.0)
+    np.testing.assert_allclose(common.shaped_rewards(
+        [right], common.RewardShaping.from_config(c)), [0.5])
 
 
 def test_a_cut_inside_the_box_is_scored_with_its_continuation(monkeypatch):

@@ -15,6 +15,7 @@ from rl_reason import models, run_setup, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.methods.experience import Trajectory, text_key
 from rl_reason.methods.lte_exgrpo import LTEExGRPO
+from rl_reason.verifiers import VerifyResult
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,40 @@ def test_rows_and_buffer_after_a_hinted_rescue(tokenizer):
     assert sorted(t.response.tolist()[0] for t in m.buffer.entries["q1"].trajectories) == [20, 30]
 
 
+def hinted_rescue(tokenizer, variant, hinted_correct):
+    """A step of one fresh question, q2, mixing on: its 4 fresh samples are wrong, its
+    hinted round is answered with `hinted_correct`; built and stepped."""
+    m = LTEExGRPO(config(variant=variant), tokenizer)
+    m.mixing = True
+    fake = FakeContext(m.config, tokenizer, records=[record(2)])
+    fresh_req, = m.prepare(fake.ctx)
+    fresh_req.group = "q2#0"
+    fresh = [sample(fresh_req, [40 + i], False, tokenizer) for i in range(4)]
+    for s, answer in zip(fresh, ["5", "6", "7", "8"]):
+        s.extracted = answer
+    hinted_req, = m.follow_up(fresh, fake.ctx)
+    hinted = [sample(hinted_req, [50 + i], c, tokenizer, logp=[-1.5])
+              for i, c in enumerate(hinted_correct)]
+    m.build_batch(fresh + hinted, fake.ctx)
+    m.after_step(fresh + hinted, fake.ctx)
+    return m, fake
+
+
+def test_no_cap_a_group_solved_only_by_hints_is_neither_retired_nor_stored(tokenizer):
+    """q2's 4 fresh samples all failed; all 4 hinted samples succeed. Without the cap
+    they replace every failure, so the final group is all correct, but the policy
+    solved nothing alone: q2 is not retired (it stays in the fresh stream) and not
+    stored (k = 4 = G is no bucket)."""
+    m, fake = hinted_rescue(tokenizer, "no_cap", [1, 1, 1, 1])
+    assert fake.ctx.metrics["lte/replaced"] == 4
+    assert fake.retired == [] and "q2" not in m.buffer.entries and m.retired == 0
+    assert fake.ctx.metrics["exgrpo/retired_this_step"] == 0
+    # With the cap (the default) the same round replaces 3: stored with k = 3.
+    m, fake = hinted_rescue(tokenizer, "", [1, 1, 1, 1])
+    assert fake.ctx.metrics["lte/replaced"] == 3 and fake.retired == []
+    assert m.buffer.entries["q2"].k == 3 and len(m.buffer.entries["q2"].trajectories) == 3
+
+
 def test_settings_need_both_blocks_and_refuse_the_plain_control():
     check(config(), num_devices=1)
     c = config()
@@ -111,15 +146,30 @@ def test_settings_need_both_blocks_and_refuse_the_plain_control():
         check(c, num_devices=1)
 
 
+class SomeNeverSolvedVerifier(HalfCorrectVerifier):
+    """HalfCorrectVerifier, except that every response to a question whose answer is a
+    multiple of 3 is wrong: about a third of the fresh groups are none-pass, so the
+    run has hinted rounds whatever the random tiny policy writes."""
+
+    def verify_batch(self, responses, answers):
+        return [result if int(answer) % 3 else VerifyResult(0.0, "wrong", "0")
+                for result, answer in zip(super().verify_batch(responses, answers), answers)]
+
+
 def test_tiny_run_hints_replays_and_stores(tiny_policy, tmp_path, monkeypatch):
-    monkeypatch.setattr(run_setup, "make_verifier", lambda _: HalfCorrectVerifier())
+    monkeypatch.setattr(run_setup, "make_verifier", lambda _: SomeNeverSolvedVerifier())
     workdir = str(tmp_path / "run")
     train.run(config(tiny_policy, **{"method.mixing_threshold": 0.0, "train.num_steps": 3,
                                      "train.eval_every": 0}), workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         lines = [json.loads(line) for line in f if '"loss"' in line]
     assert [m["exgrpo/mixing"] for m in lines] == [0.0, 1.0, 1.0]
-    assert all("lte/none_pass_fraction" in m for m in lines)
     assert lines[2]["exgrpo/replay_groups"] > 0
-    hinted = [m for m in lines if m.get("rollout/hinted/samples")]
-    assert all(m["rollout/hinted/samples"] == 4 * m["lte/extra_prompts"] for m in hinted)
+    # One hinted request of G = 4 samples per none-pass fresh group, every step; and
+    # there were some (the verifier makes sure), so this is not vacuously true.
+    for m in lines:
+        fresh_groups = 4 - m["exgrpo/replay_groups"]
+        none_pass = round(m["lte/none_pass_fraction"] * fresh_groups)
+        assert m["lte/extra_prompts"] == none_pass
+        assert m.get("rollout/hinted/samples", 0) == 4 * none_pass
+    assert sum(m["lte/extra_prompts"] for m in lines) > 0

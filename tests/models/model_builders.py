@@ -7,7 +7,6 @@ tokens and a wrong transpose, head split or RoPE detail shows up as a large diff
 import jax
 import jax.numpy as jnp
 import numpy as np
-import torch
 import transformers
 
 from rl_reason.models import transformer
@@ -38,6 +37,8 @@ PRESET_TIE = {"llama": False, "qwen2": True, "qwen3": True}
 
 def hf_model(family: str, tie: bool, seed: int = 0):
     """A random transformers model with the sizes of the tiny-<family> preset."""
+    import torch   # here, not at the top: the tests that never call this run without it
+
     config_cls, model_cls, extra = _FAMILIES[family]
     config = config_cls(**_COMMON, **extra, tie_word_embeddings=tie)
     torch.manual_seed(seed)
@@ -79,6 +80,8 @@ def padded_batch(vocab: int = 128, seed: int = 0):
 
 
 def torch_logits(model, tokens, valid) -> np.ndarray:
+    import torch
+
     with torch.no_grad():
         out = model(input_ids=torch.tensor(tokens),
                     attention_mask=torch.tensor(valid.astype(np.int64)))

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import safetensors
 import safetensors.numpy
-import torch
 import transformers
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -41,6 +40,11 @@ def test_sharded_save_writes_index_and_round_trips(tmp_path):
         assert sum(sizes) <= max_bytes or len(names) == 1
     assert_same_params(models.load(str(tmp_path)), model)
 
+
+@pytest.mark.parity
+def test_a_sharded_save_loads_in_transformers_with_the_same_logits(tmp_path):
+    model = random_model(models.get_preset("tiny-qwen3"), seed=2)
+    models.save(model, str(tmp_path), max_shard_bytes=20_000)
     reference = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
     tokens, valid = padded_batch()
     assert max_diff_on_valid(models.logits(model, tokens, valid),
@@ -72,14 +76,23 @@ def test_bf16_is_saved_as_bf16_and_loads_back_unchanged(tmp_path):
         assert x.dtype == np.float32
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y).astype(np.float32))
 
+
+@pytest.mark.parity
+def test_a_bf16_save_loads_in_transformers_as_bf16(tmp_path):
+    config = models.get_preset("tiny-qwen2", dtype="bfloat16", param_dtype="bfloat16")
+    model = random_model(config, seed=4)
+    models.save(model, str(tmp_path))
     reference = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path))
-    assert reference.dtype == torch.bfloat16
+    assert str(reference.dtype) == "torch.bfloat16"
     np.testing.assert_array_equal(
         reference.model.embed_tokens.weight.float().detach().numpy(),
         np.asarray(model.params["embed"]).astype(np.float32))
 
 
+@pytest.mark.parity
 def test_transformers_bf16_checkpoint_loads_exactly(hf_checkpoint):
+    import torch
+
     path, reference = hf_checkpoint("qwen3", tie=True, dtype=torch.bfloat16)
     loaded = models.load(path)
     assert loaded.config.param_dtype == "bfloat16"

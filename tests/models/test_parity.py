@@ -13,6 +13,7 @@ import transformers
 from rl_reason import models
 from model_builders import PRESET_TIE, max_diff_on_valid, padded_batch, random_model, torch_logits
 
+pytestmark = pytest.mark.parity
 TOL = 1e-4
 # Each family with its preset's tying (shares compiled code with other tests), plus an
 # untied Qwen3 (the Qwen3-8B layout).

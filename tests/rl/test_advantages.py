@@ -148,6 +148,15 @@ def test_overlong_penalty():
         adv.overlong_penalty(lengths, max_response_length=20, overlong_buffer=0)
 
 
+def test_overlong_penalty_with_a_budget_per_response():
+    # Buffer 4; budgets 20, 12, 12, 2: free up to 16, 8, 8 and -2 tokens. The last
+    # budget starts inside the buffer: -(0 + 2) / 4 at its first token already.
+    got = adv.overlong_penalty(jnp.array([10, 10, 12, 0]),
+                               max_response_length=jnp.array([20, 12, 12, 2]),
+                               overlong_buffer=4)
+    np.testing.assert_allclose(got, [0.0, -0.5, -1.0, -0.5])
+
+
 def test_constant_group_mask():
     rewards = jnp.array([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     got = jitted(adv.constant_group_mask)(rewards)
