@@ -63,8 +63,8 @@ tokens but the last, costs
          unembedding; the embedding lookup and norms are free)
   + 4 * layers * heads * head_dim * context      (q.k scores and the weighted sum of v)
 where context is the number of tokens that position attends to (itself included).
-The peak is the best of several jitted jnp.dot calls on two N x N matrices in the
-compute dtype (N = 2048 float32 on CPU, 8192 on GPU), 2 N^3 FLOPs each.
+The peak (benchmarks/timing.py, shared by every benchmark) is the best of several
+jitted jnp.dot calls on two N x N matrices in the compute dtype (N = 2048 float32 on CPU, 8192 on GPU), 2 N^3 FLOPs each.
 
 --gpu switches to the shape of Qwen2.5-1.5B (preset qwen2.5-math-1.5b: 28 layers,
 hidden 1536, 12 heads, 2 KV heads, vocab 151936, tied) in bfloat16 at batch 256;
@@ -91,35 +91,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import sampler_lengths  # noqa: E402
-from benchmarks.sampler_peers import TunixSampler, run_transformers, usable_cores  # noqa: E402
+from benchmarks.sampler_peers import TunixSampler, run_transformers  # noqa: E402
+from benchmarks.timing import copy_bandwidth, matmul_peak_flops, usable_cores  # noqa: E402
 from rl_reason import models, sampling  # noqa: E402
 from rl_reason.models import transformer  # noqa: E402
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def matmul_peak(dtype, n: int, repeats: int = 8) -> float:
-    """FLOP/s of the best jitted n x n matmul."""
-    keys = jax.random.split(jax.random.PRNGKey(0))
-    a, b = (jax.random.normal(k, (n, n), jnp.float32).astype(dtype) for k in keys)
-    dot = jax.jit(jnp.dot)
-    dot(a, b).block_until_ready()
-    return 2 * n ** 3 / best_time(lambda: dot(a, b).block_until_ready(), repeats)
-
-
-def copy_bandwidth(num_bytes: int, repeats: int = 8) -> float:
-    """Bytes/s of the best jitted read-and-write of a num_bytes buffer."""
-    x = jnp.zeros((num_bytes // 4,), jnp.float32)
-    add = jax.jit(lambda x: x + 1)
-    add(x).block_until_ready()
-    return 2 * x.nbytes / best_time(lambda: add(x).block_until_ready(), repeats)
 
 
 def matmul_params(config: models.ModelConfig) -> int:
@@ -257,7 +232,8 @@ def main() -> None:
     print(f"jax {jax.__version__} on {device.platform} ({device.device_kind}), "
           f"{usable_cores()} usable cores, load average {os.getloadavg()[0]:.2f}; "
           f"{platform.processor() or platform.machine()}")
-    peak = matmul_peak(jnp.dtype(dtype), 8192 if device.platform == "gpu" else 2048)
+    peak = matmul_peak_flops(8192 if device.platform == "gpu" else 2048, repeats=8,
+                             dtype=jnp.dtype(dtype))
     bandwidth = copy_bandwidth(2 ** 30 if device.platform == "gpu" else 2 ** 28)
     print(f"model {preset} ({config.num_params() / 1e6:.1f}M params, {dtype}, KV cache "
           f"{args.cache_dtype or dtype}); prompt {args.prompt_len} + budget {args.new_tokens}, "

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+from benchmarks.timing import usable_cores
 
 
 class TunixSampler:

@@ -16,7 +16,7 @@ def test_ceiling_is_timed_side_by_side_and_its_fraction_reported(
     # A tiny model whose vocabulary covers the character-level tokenizer (258 ids).
     tiny = models.get_preset("tiny-qwen3").replace(vocab_size=512)
     monkeypatch.setattr(bench.models, "get_preset", lambda name, **kw: tiny.replace(**kw))
-    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, n: 1e10)
+    monkeypatch.setattr(bench, "matmul_peak_flops", lambda n, repeats, dtype: 1e10)
     monkeypatch.setattr(bench, "copy_bandwidth", lambda num_bytes: 1e10)
     ceiling_calls = []
     from benchmarks import decode_ceiling
@@ -50,7 +50,7 @@ def test_longtail_credits_useful_tokens_to_every_runner(load_benchmark, monkeypa
     from benchmarks import sampler_lengths
     tiny = models.get_preset("tiny-qwen3").replace(vocab_size=512)
     monkeypatch.setattr(bench.models, "get_preset", lambda name, **kw: tiny.replace(**kw))
-    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, n: 1e10)
+    monkeypatch.setattr(bench, "matmul_peak_flops", lambda n, repeats, dtype: 1e10)
     monkeypatch.setattr(bench, "copy_bandwidth", lambda num_bytes: 1e10)
     budgets = []
     original = bench.sampling.generate
