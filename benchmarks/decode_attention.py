@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.sampler import best_time  # noqa: E402
+from benchmarks.timing import best_time  # noqa: E402
 from rl_reason.models import transformer  # noqa: E402
 
 HEADS, KV_HEADS, HEAD_DIM = 8, 4, 64

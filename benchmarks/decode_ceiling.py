@@ -31,13 +31,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.sampler import best_time, usable_cores  # noqa: E402
+from benchmarks.timing import usable_cores, warm_best_time  # noqa: E402
 from rl_reason import models  # noqa: E402
-
-
-def warm_best_time(fn, repeats: int) -> float:
-    fn()  # compilation (XLA) or first-touch allocations (torch), not timed
-    return best_time(fn, repeats)
 
 
 def weight_shapes(config: models.ModelConfig) -> tuple[list[tuple[int, int]], tuple[int, int]]:

@@ -22,7 +22,7 @@ What it does:
 4. Prints, per prompt text and framework, seconds per step and per phase, the padded
    update shape, real (non-padding) tokens per row, and rl_reason's step time as a
    fraction of each peer's; plus the machine, its load average and the float32 matmul
-   peak measured in the same run (benchmarks/matmul_peak.py).
+   peak measured in the same run (benchmarks/timing.py).
 
 Prompt texts (the problems are "12+34=" and 7 others of the same length):
     plain   rl_reason's plain RL prompt: the chat frame with the reasoning instruction
@@ -408,7 +408,7 @@ def main() -> None:
                                    f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} "
                                    f"after)", summary))
 
-    from benchmarks.matmul_peak import matmul_peak_flops
+    from benchmarks.timing import matmul_peak_flops
     peak = matmul_peak_flops()
     report.update(matmul_peak_flops=peak, load_average=os.getloadavg()[0],
                   minutes=(time.time() - started) / 60)

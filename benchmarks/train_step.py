@@ -32,7 +32,7 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.matmul_peak import matmul_peak_flops  # noqa: E402
+from benchmarks.timing import matmul_peak_flops  # noqa: E402
 from configs import grpo  # noqa: E402
 from rl_reason import models, train  # noqa: E402
 from rl_reason.data import synthetic, templates, tokenizer_builder  # noqa: E402

@@ -9,7 +9,7 @@ Qwen2 19M model of benchmarks/grpo_step.py with random weights, for batches of
 [rows, length] whose rows are all real tokens but the last one (as a 95-token prompt
 plus 32 sampled tokens fills 127 of 128). Each shape compiles once, then --repeats
 rounds time one update and one float32 matmul peak measurement
-(benchmarks/matmul_peak.py) in turn, so both see the same load; the fraction is the
+(benchmarks/timing.py) in turn, so both see the same load; the fraction is the
 median update FLOP/s over the median peak.
 
 FLOPs are counted as benchmarks/train_step.py counts them: per token 6 * (matmul
@@ -43,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.matmul_peak import matmul_peak_flops  # noqa: E402
+from benchmarks.timing import matmul_peak_flops  # noqa: E402
 from benchmarks.train_step import update_flops_per_token  # noqa: E402
 from rl_reason import models, sharding, train_step  # noqa: E402
 from rl_reason.models import transformer  # noqa: E402

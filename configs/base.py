@@ -77,9 +77,16 @@ def get_base_config() -> ml_collections.ConfigDict:
         temperature=1.0,
         top_p=1.0,
         top_k=0,
-        # Rows per sampler call (0 = all of a step's rows at once). Bounds the KV cache:
-        # layers * rows * (prompt + new tokens) * kv_heads * head_dim * 2 values.
+        # The sampler's slots: rows decoded at once (0 = all of a round's rows). A round
+        # is one sampler call whatever its size: when a row stops, a waiting row is
+        # prefilled into its slot (continuous batching, rl_reason/sampling). Until
+        # issue 28 this was the rows of each separate sampler call. Bounds the KV cache:
+        # layers * slots * (prompt + new tokens) * kv_heads * head_dim * 2 values. Also
+        # the rows per chunk when the trainer scores sequences (ctx.score).
         max_sample_batch=0,
+        # The KV cache's dtype in rollouts and evaluation ('' = model.dtype): 'bfloat16'
+        # halves its memory and reads at float32 compute, rounding keys and values.
+        cache_dtype="",
     ))
 
     # The policy loss (docs/methods.md, "GRPO" and "Off-policy tokens"); methods may

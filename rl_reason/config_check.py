@@ -78,6 +78,8 @@ def check(c, num_devices: int | None = None) -> None:
     _require(0 < r.top_p <= 1, "rollout.top_p must be in (0, 1]")
     _require(r.top_k >= 0, "rollout.top_k must be >= 0 (0 = off)")
     _require(r.max_sample_batch >= 0, "rollout.max_sample_batch must be >= 0 (0 = all rows)")
+    _require(r.cache_dtype in ("",) + DTYPES,
+             f"rollout.cache_dtype={r.cache_dtype!r}: '' (model.dtype) or one of {DTYPES}")
 
     l = c.loss
     _require(l.estimator in ESTIMATORS, f"loss.estimator={l.estimator!r}: one of {ESTIMATORS}")

@@ -290,7 +290,7 @@ def main(argv=None) -> None:
                         "problems it lacks (implies --misleading_prefix; default "
                         "OUT/misleading_prefixes.jsonl).")
     flags.DEFINE_boolean("greedy", True, "Report greedy accuracy.")
-    flags.DEFINE_integer("batch_size", 256, "Rows per sampler call.")
+    flags.DEFINE_integer("batch_size", 256, "Rows decoded at once (the sampler's slots).")
     flags.DEFINE_integer("seed", None, "Sampling seed.")
     flags.DEFINE_string("verifier", None, "'math' or 'exact_int' (default: the config's, else math).")
     flags.DEFINE_float("verifier_timeout_s", None, "Per-item verifier time limit (default 5).")

@@ -1,10 +1,11 @@
 """The rollout stage every method shares: sample responses for requests, verify them.
 
-All requests of a call are sampled together, each row with its own generation budget
-(`Request.max_new_tokens`), in as few sampler calls as `rollout.max_sample_batch`
-allows (one when it is 0). A request's response prefix is continued and scored with
-the continuation as one response; an episode's attempt (`Request.answer_at_first_box`)
-is scored up to its first complete box.
+All requests of a call are sampled together in one sampler call, each row with its own
+generation budget (`Request.max_new_tokens`), decoding at most `rollout.max_sample_batch`
+rows at a time (all when 0): a continuous batch that refills a finished row's slot with
+a waiting row (rl_reason/sampling). A request's response prefix is continued and
+scored with the continuation as one response; an episode's attempt
+(`Request.answer_at_first_box`) is scored up to its first complete box.
 
 The engine also keeps the run's generation budget: tokens generated and sampler calls
 in all, saved with the checkpoint, so methods are compared at an equal budget.
@@ -68,24 +69,24 @@ class RolloutEngine:
             return []
         contexts = [list(requests[i].context) + list(requests[i].prefix) for i in owners]
         budgets = [requests[i].max_new_tokens or self.cfg.max_new_tokens for i in owners]
-        chunk = self.cfg.max_sample_batch or len(owners)
+        with self._phase("sampling"):
+            # fold_in(rng, 0): the key the first (and, with max_sample_batch 0, only)
+            # chunk of the static batch drew with, so such runs sample as before.
+            out = sampling.generate(
+                model, contexts, max_new_tokens=budgets, rng=jax.random.fold_in(rng, 0),
+                temperature=self.cfg.temperature, top_p=self.cfg.top_p, top_k=self.cfg.top_k,
+                stop_token_ids=self.stop_token_ids, pad_id=self.pad_id,
+                max_slots=self.cfg.max_sample_batch, cache_dtype=self.cfg.cache_dtype or None,
+                mesh=self.mesh)
+        self.sampler_calls += 1
         generated = []
-        for start in range(0, len(owners), chunk):
-            with self._phase("sampling"):
-                out = sampling.generate(
-                    model, contexts[start:start + chunk],
-                    max_new_tokens=budgets[start:start + chunk],
-                    rng=jax.random.fold_in(rng, start), temperature=self.cfg.temperature,
-                    top_p=self.cfg.top_p, top_k=self.cfg.top_k,
-                    stop_token_ids=self.stop_token_ids, pad_id=self.pad_id, mesh=self.mesh)
-            self.sampler_calls += 1
-            for row in range(len(out.lengths)):
-                n = int(out.lengths[row])
-                generated.append((out.tokens[row, :n].tolist(),
-                                  np.asarray(out.logprobs[row, :n]),
-                                  np.asarray(out.policy_logprobs[row, :n]),
-                                  bool(out.truncated[row])))
-                self.generated_tokens += n
+        for row in range(len(out.lengths)):
+            n = int(out.lengths[row])
+            generated.append((out.tokens[row, :n].tolist(),
+                              np.asarray(out.logprobs[row, :n]),
+                              np.asarray(out.policy_logprobs[row, :n]),
+                              bool(out.truncated[row])))
+            self.generated_tokens += n
 
         texts = [self.tokenizer.decode(list(requests[i].prefix) + response,
                                        skip_special_tokens=True)

@@ -134,6 +134,7 @@ def test_unknown_key_cannot_be_set():
     ("loss.aggregation", "sum", "loss.aggregation='sum'"),
     ("loss.kl_estimator", "k4", "loss.kl_estimator"),
     ("rollout.temperature", 0.0, "rollout.temperature must be > 0"),
+    ("rollout.cache_dtype", "int8", "rollout.cache_dtype='int8'"),
     ("method_name", "ppo", "method_name='ppo'"),
     ("verifier.name", "regex", "verifier.name='regex'"),
     ("loss.overlong_buffer", 64, "overlong_buffer=64"),

@@ -37,7 +37,7 @@ def test_every_method_config_fits_its_target_with_its_extras(name, variant):
         assert p.sampler_slots == baseline.sampler_slots
     # R3L's own loss has a KL term (k2, loss.kl_coef 0.001): the reference is kept.
     assert ("reference" in p.bytes_per_device) == (name == "r3l")
-    assert "slots:" in p.table()
+    assert "slots (rows decoded at once) x" in p.table()
 
 
 def test_multi_attempt_call_holds_the_earlier_attempts_and_a_full_budget():
@@ -116,3 +116,48 @@ def test_cli_prints_the_plan_with_config_overrides(capsys):
 def test_cli_names_a_missing_flag():
     with pytest.raises(SystemExit, match="--preset"):
         plan.main(["--config=configs/grpo.py", "--devices=8"])
+
+
+def test_sampling_estimate_by_hand():
+    from rl_reason import plan_sampling
+    from rl_reason.models import ModelConfig
+    # 1 layer, hidden 4, 1 head of 4, MLP 8, vocab 10: matmul parameters 4*(8+8) + 3*4*8
+    # + 40 = 200; keys and values 2 * 4 values a token.
+    config = ModelConfig(family="qwen3", vocab_size=10, hidden_size=4, intermediate_size=8,
+                         num_layers=1, num_heads=1, num_kv_heads=1, head_dim=4)
+    assert plan_sampling.matmul_params(config) == 200
+    chip = plan_sampling.Chip(hbm_gib=1, hbm_gb_s=1e-9, bf16_tflops=1e-12)  # 1 B/s, 1 FLOP/s
+    e = plan_sampling.estimate(config, chip, chips=1, rows=4, slots=2, context=2, budget=10,
+                               dtype_bytes=1)
+    r = plan_sampling.ROOFLINE
+    # Static: two calls of 10 steps at 2 rows, attending from the middle of the budget:
+    # max(200 + 2 * (2 + 5) * 8 bytes, 2 * 400 FLOPs) = 800 s a step; prefill 4 * 2 * 400.
+    prefill = 3200 / r
+    assert e.static_s == pytest.approx(2 * 10 * 800 / r + prefill)
+    # Continuous: 4 * 0.25 * 10 / slot_use slot-steps, at least 10 steps.
+    slot_steps = 10 / plan_sampling.SLOT_USE
+    steps = max(10, slot_steps / 2)
+    live = slot_steps / steps
+    position = plan_sampling.LONGTAIL_MEAN_POSITION * 10
+    step = max(200 + live * (2 + position) * 8, live * 400) / r
+    assert e.continuous_s == pytest.approx(steps * step + prefill)
+    assert e.speedup > 1
+
+
+def test_sampling_estimate_lengths_are_the_benchmarks():
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    from benchmarks import sampler_lengths
+    from rl_reason import plan_sampling
+    lengths = sampler_lengths.stop_points("longtail", 2048, 8192).astype(float)
+    assert plan_sampling.LONGTAIL_MEAN == pytest.approx(lengths.mean() / 8192, abs=0.005)
+    assert plan_sampling.LONGTAIL_MEAN_POSITION == pytest.approx(
+        (lengths ** 2).sum() / (2 * lengths.sum()) / 8192, abs=0.005)
+
+
+def test_plan_with_a_chip_prints_the_sampling_estimate():
+    c = grpo.get_config("qwen25_math_1p5b")
+    p = plan.plan(c, get_preset("qwen2.5-math-1.5b"), num_devices=1, hbm_gib=80, chip="h100")
+    assert p.sampling is not None and p.sampling.speedup > 1
+    assert "a round in the continuous batch" in p.table()
+    assert plan.plan(c, get_preset("qwen2.5-math-1.5b"), num_devices=1, hbm_gib=80).sampling is None

@@ -10,13 +10,12 @@ reason.
 import contextlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rl_reason import models, sampling, sharding
-from rl_reason.models import transformer
 from rl_reason.rl.logprobs import token_logprobs
+from sampling_helpers import random_model
 
 NEW = 10           # max_new_tokens in most tests
 REF_SHAPE = (8, 64)
@@ -25,17 +24,7 @@ PROMPTS = [[3, 17, 42], [5, 9, 81, 11, 2, 60, 33, 7, 90, 14, 21], [100, 4, 8, 15
 
 @pytest.fixture(scope="module")
 def model():
-    # Large random weights (numpy, no per-shape threefry compiles): init's std 0.02 gives
-    # near-flat logits, where argmax ties would make the comparisons meaningless.
-    config = models.get_preset("tiny-qwen3")
-    rng = np.random.default_rng(0)
-    shapes = jax.eval_shape(lambda: transformer.init_params(config, jax.random.PRNGKey(0)))
-
-    def draw(path, leaf):
-        base = 1.0 if "norm" in jax.tree_util.keystr(path) else 0.0
-        return jnp.asarray(base + 0.15 * rng.standard_normal(leaf.shape), leaf.dtype)
-
-    return models.Model(jax.tree_util.tree_map_with_path(draw, shapes), config)
+    return random_model()
 
 
 def last_logits(model, contexts) -> np.ndarray:
@@ -213,32 +202,39 @@ def test_prefix_continuation_equals_concatenated_prompt(model):
     np.testing.assert_allclose(out.logprobs, concatenated.logprobs, atol=1e-6)
 
 
-def test_no_recompilation_within_a_bucket(model, greedy_out):
-    # Shapes of greedy_out's call; prompt lengths, max_new_tokens, stop ids, pad_id and
-    # the sampling values all change but stay in the same buckets.
+JITTED = (sampling.static.generate_static, sampling.slots.empty, sampling.slots.admit,
+          sampling.slots.decode, sampling.slots.resize, sampling.slots.unstack_layers)
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_no_recompilation_within_a_bucket(model, continuous):
+    # Three prompts of <= 16 tokens and budgets <= 32: one context bucket, three rows
+    # (three slots, too few to compact), a capacity of 32 in two windows. Prompt lengths,
+    # budgets, stop ids, pad_id and the sampling values all change but stay in the same
+    # buckets; the first call reaches the second window.
     calls = [
+        dict(prompts=[[1, 2], [3] * 13, [4] * 9], max_new_tokens=[7, 1, 32], stop_token_ids=()),
         dict(prompts=[[1, 2], [3] * 13, [4] * 9], max_new_tokens=7, stop_token_ids=(5, 6),
              pad_id=3),
         dict(prompts=[[9] * 16, [8], [7, 6]], max_new_tokens=NEW, stop_token_ids=range(8)),
+        dict(prompts=[[9] * 16, [8], [7, 6]], max_new_tokens=[3, 30, 12], stop_token_ids=(9,)),
     ]
-    # Greedy, filtered and unfiltered sampling are one compilation each.
+    # Greedy, filtered and unfiltered sampling are one set of compilations each.
     modes = [[dict(greedy=True)],
              [dict(temperature=0.5, top_k=3, top_p=0.9), dict(temperature=2.0, top_p=0.5)],
              [dict(temperature=0.7), dict(temperature=1.5)]]
     for mode in modes:  # compiled by the other tests already, unless run alone
-        sampling.generate(model, **calls[0], rng=0, **mode[0])
-    # Per-row budgets are runtime values too: only their maximum's bucket is a shape.
-    calls.append(dict(calls[0], max_new_tokens=[7, 1, 32]))
-    before = sampling._generate_padded._cache_size()
-    traces = sampling.TRACE_COUNT["generate"]
+        sampling.generate(model, **calls[0], rng=0, continuous=continuous, **mode[0])
+    before = [f._cache_size() for f in JITTED]
+    traces = dict(sampling.TRACE_COUNT)
     with count_compiles() as compiles:
         for call in calls:
             for mode in modes:
                 for options in mode:
-                    sampling.generate(model, **call, rng=1, **options)
+                    sampling.generate(model, **call, rng=1, continuous=continuous, **options)
     assert compiles[0] == 0
-    assert sampling._generate_padded._cache_size() == before
-    assert sampling.TRACE_COUNT["generate"] == traces
+    assert [f._cache_size() for f in JITTED] == before
+    assert dict(sampling.TRACE_COUNT) == traces
 
 
 def test_segment_ends():
@@ -253,7 +249,7 @@ def test_short_generation_in_segments_gives_the_same_tokens(model, monkeypatch):
     kwargs = dict(max_new_tokens=40, rng=3, temperature=1.0, stop_token_ids=())
     assert sampling.segment_ends(sampling.bucket(40)) == (16, 32, 48)
     segmented = sampling.generate(model, PROMPTS, **kwargs)
-    monkeypatch.setattr(sampling, "MIN_SEGMENT", 64)
+    monkeypatch.setattr(sampling.shapes, "MIN_SEGMENT", 64)
     assert sampling.segment_ends(sampling.bucket(40)) == (48,)
     single = sampling.generate(model, PROMPTS, **kwargs)
     np.testing.assert_array_equal(segmented.tokens, single.tokens)
@@ -267,7 +263,7 @@ def test_segmented_decode_equals_one_segment(model, monkeypatch):
     kwargs = dict(max_new_tokens=200, rng=5, temperature=0.9, stop_token_ids=(7,))
     prompts = PROMPTS + [[12, 13]]
     segmented = sampling.generate(model, prompts, **kwargs)
-    monkeypatch.setattr(sampling, "DECODE_SEGMENTS", 1)
+    monkeypatch.setattr(sampling.shapes, "DECODE_SEGMENTS", 1)
     single = sampling.generate(model, prompts, **kwargs)
     np.testing.assert_array_equal(segmented.tokens, single.tokens)
     np.testing.assert_allclose(segmented.logprobs, single.logprobs, atol=1e-5)
@@ -276,7 +272,7 @@ def test_segmented_decode_equals_one_segment(model, monkeypatch):
     # The rows end in different segments, some past the first.
     assert segmented.lengths.max() > 64 and len(set(segmented.lengths.tolist())) > 1
     # The cache grows between segments on a mesh too (batch and kv heads split).
-    monkeypatch.setattr(sampling, "DECODE_SEGMENTS", 4)
+    monkeypatch.setattr(sampling.shapes, "DECODE_SEGMENTS", 4)
     sharded = sampling.generate(model, prompts, **kwargs, mesh=sharding.make_mesh(2, 2, 2))
     np.testing.assert_array_equal(sharded.tokens, single.tokens)
     np.testing.assert_allclose(sharded.logprobs, single.logprobs, atol=1e-4)

@@ -66,7 +66,9 @@ def test_micro_batches_must_divide_the_rows():
 def test_a_training_run_compiles_its_step_once(tiny_policy, tmp_path):
     # With the default train.share_prefixes: the shared-prefix update.
     """After the first step, neither the sampler nor the update compiles again (the
-    prompts all have one length, so every step has the same shapes)."""
+    prompts all have one length, so every step has the same shapes; the sampler's slot
+    counts and windows also follow where rows stop, which here repeats the first
+    step's: with seeds fixed the test is deterministic)."""
     from configs import grpo
     from rl_reason import train
 

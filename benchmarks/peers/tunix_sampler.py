@@ -3,11 +3,11 @@ lock-step worker of benchmarks/sampler.py.
 
     python tunix_sampler.py --checkpoint DIR --job JOB.json
 
-JOB: {"prompts": {batch: [prompt strings]}, "new_tokens": n, "prompt_len": p}. The
+JOB: {"prompts": {name: [prompt strings]}, "new_tokens": n, "prompt_len": p}. The
 checkpoint (Qwen2 or Qwen3 in Hugging Face format, with its tokenizer) is loaded with
-tunix's own loader. Commands on standard input, one per line: `warm B` runs one untimed
-call at batch B (compilation), `time B` one timed call, printed as `@@step
-{"seconds": s}`; `quit` ends. Every call samples exactly new_tokens tokens per row at
+tunix's own loader. Commands on standard input, one per line: `warm NAME` runs one
+untimed call on the prompts named NAME (compilation), `time NAME` one timed call,
+printed as `@@step {"seconds": s}`; `quit` ends. Every call samples exactly new_tokens tokens per row at
 temperature 1 with top-p 1 and no top-k (the only stop id is -1, which is never drawn).
 """
 
@@ -64,11 +64,11 @@ def main() -> None:
                                 head_dim=config.head_dim))
     seed = [0]
 
-    def call(batch: int) -> float:
+    def call(name: str) -> float:
         seed[0] += 1
         start = time.perf_counter()
         with jax.set_mesh(mesh):
-            out = sampler(input_strings=job["prompts"][str(batch)],
+            out = sampler(input_strings=job["prompts"][name],
                           max_generation_steps=job["new_tokens"],
                           max_prompt_length=job["prompt_len"], temperature=1.0, top_p=1.0,
                           top_k=None, eos_tokens=[-1], seed=seed[0], echo=False)
@@ -79,12 +79,12 @@ def main() -> None:
 
     protocol.emit("ready", {})
     for line in sys.stdin:
-        command, _, batch = line.strip().partition(" ")
+        command, _, name = line.strip().partition(" ")
         if command == "warm":
-            call(int(batch))
+            call(name)
             protocol.emit("step", {"seconds": None})
         elif command == "time":
-            protocol.emit("step", {"seconds": call(int(batch))})
+            protocol.emit("step", {"seconds": call(name)})
         else:
             break
 

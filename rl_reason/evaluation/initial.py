@@ -8,7 +8,9 @@ generations and misleading prefixes under RL_REASON_CACHE/initial_eval/<key>/, a
 later runs copy them into their own eval/ folder. The key digests everything the
 evaluation reads: the start checkpoint's files (path, size, modification time), the
 `eval` block, the held-out data keys, the effective response length, the verifier,
-the seed and the compute dtype.
+the seed, the compute dtype and the sampler (its batching and KV cache dtype: the
+continuous batch draws a row beyond the first 256 with other keys than the chunked
+static batch before it did).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def key(config, model_path: str) -> str:
         data={k: json.loads(json.dumps(d[k], default=list)) for k in _HELD_OUT_KEYS if k in d},
         max_new_tokens=config.eval.max_new_tokens or config.rollout.max_new_tokens,
         verifier=(config.verifier.name, config.verifier.timeout_s),
-        seed=config.seed)
+        seed=config.seed,
+        sampler=("continuous", config.rollout.cache_dtype or config.model.dtype))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import jax
+import numpy as np
 
 from rl_reason import sampling
 from rl_reason.data import templates
@@ -62,34 +63,32 @@ class EvalSession:
     def generate(self, prompts: Sequence[Sequence[int]], *, temperature: float, rng,
                  prefixes: Sequence[Sequence[int]] | None = None,
                  budgets: Sequence[int] | None = None) -> list[Row]:
-        """Responses to `prompts`, in order, batch_size prompts per sampler call;
-        temperature 0 is greedy. With `prefixes`, each prompt is continued after its
-        prefix (the response rows hold the continuation only). `budgets`: new tokens per
-        row (default max_new_tokens); a call generates up to its largest budget and cuts
-        each row to its own afterwards, which for a causal decoder is the same as
-        stopping there. A call whose longest context leaves less room than that
-        largest budget is shortened to fit (its rows then count as truncated)."""
+        """Responses to `prompts`, in order, in one sampler call decoding batch_size rows
+        at a time (a continuous batch); temperature 0 is greedy. With `prefixes`, each
+        prompt is continued after its prefix (the response rows hold the continuation
+        only). `budgets`: new tokens per row (default max_new_tokens). A row whose
+        context leaves less room than its budget is shortened to fit (it then counts as
+        truncated)."""
         settings = self.settings
+        if not prompts:
+            return []
         budgets = list(budgets) if budgets is not None else [settings.max_new_tokens] * len(prompts)
-        rows: list[Row] = []
-        for call, start in enumerate(range(0, len(prompts), settings.batch_size)):
-            stop = start + settings.batch_size
-            chunk_prefixes = list(prefixes[start:stop]) if prefixes is not None else None
-            longest = max(len(p) + (len(chunk_prefixes[j]) if chunk_prefixes else 0)
-                          for j, p in enumerate(prompts[start:stop]))
-            call_budget = min(max(budgets[start:stop]), self.context_limit - longest)
-            if call_budget < 1:
-                raise ValueError(f"a context of {longest} tokens leaves no room to generate in "
-                                 f"the model's context of {self.context_limit}")
-            out = sampling.generate(
-                self.model, prompts[start:stop], max_new_tokens=call_budget,
-                rng=jax.random.fold_in(rng, call), temperature=temperature, top_p=settings.top_p,
-                greedy=temperature == 0, stop_token_ids=self.stop_token_ids,
-                prefixes=chunk_prefixes, pad_id=self.pad_id, mesh=self.mesh)
-            for ids, truncated, budget in zip(out.response_tokens(), out.truncated,
-                                              budgets[start:stop]):
-                rows.append((ids[:budget], bool(truncated) or len(ids) > budget))
-        return rows
+        contexts = [len(p) + (len(prefixes[j]) if prefixes is not None else 0)
+                    for j, p in enumerate(prompts)]
+        fitted = [min(budget, self.context_limit - n) for budget, n in zip(budgets, contexts)]
+        if min(fitted) < 1:
+            longest = contexts[int(np.argmin(fitted))]
+            raise ValueError(f"a context of {longest} tokens leaves no room to generate in "
+                             f"the model's context of {self.context_limit}")
+        # fold_in(rng, 0): the key of the first call when calls were batch_size rows each.
+        out = sampling.generate(
+            self.model, prompts, max_new_tokens=fitted, rng=jax.random.fold_in(rng, 0),
+            temperature=temperature, top_p=settings.top_p, greedy=temperature == 0,
+            stop_token_ids=self.stop_token_ids, prefixes=prefixes, pad_id=self.pad_id,
+            max_slots=settings.batch_size, cache_dtype=settings.cache_dtype or None,
+            mesh=self.mesh)
+        return [(ids, bool(truncated))
+                for ids, truncated in zip(out.response_tokens(), out.truncated)]
 
     def score(self, mode: str, indices: Sequence[int], texts: Sequence[str], rows: Sequence[Row], *,
               samples: Sequence[int] | None = None, attempt: int | None = None,

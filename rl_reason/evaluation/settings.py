@@ -29,7 +29,8 @@ class EvalSettings:
     misleading_prefix: bool = False           # continuation from a wrong response's prefix
     prefix_fraction: float = 0.5              # where the wrong response is cut
     prefix_samples: int = 8                   # samples per problem to find a wrong one in
-    batch_size: int = 256         # rows per sampler call
+    batch_size: int = 256         # rows decoded at once (the sampler's slots, max_slots)
+    cache_dtype: str = ""         # the sampler's KV cache dtype ('': the model's)
     seed: int = 0
 
     def __post_init__(self):
@@ -65,7 +66,8 @@ class EvalSettings:
                       attempts=e.attempts, attempt_feedback=e.attempt_feedback,
                       attempt_temperature=e.attempt_temperature,
                       misleading_prefix=e.misleading_prefix, prefix_fraction=e.prefix_fraction,
-                      prefix_samples=e.prefix_samples, seed=config.seed)
+                      prefix_samples=e.prefix_samples, seed=config.seed,
+                      cache_dtype=config.rollout.cache_dtype)
         return cls(**(fields | overrides))
 
 

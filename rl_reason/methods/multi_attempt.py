@@ -10,9 +10,9 @@ Per step, for each of B questions, G episodes (rl_reason/methods/episodes.py):
    episode, as the released code does.
 2. The system prompt states N and asks for a boxed answer; each round samples the next
    attempt of every live episode together (one engine call: all per-row budgets in one
-   sampler call when rollout.max_sample_batch is 0). A correct attempt ends the episode;
-   a wrong one (or one without an answer) is followed by a feedback turn while attempts
-   and budget remain.
+   sampler call, rollout.max_sample_batch rows decoded at a time). A correct attempt
+   ends the episode; a wrong one (or one without an answer) is followed by a feedback
+   turn while attempts and budget remain.
 3. Reward, one per episode (config values): reward_correct if an attempt was correct;
    otherwise, rule "sticky" (the released code): reward_wrong if any attempt gave a
    wrong answer, else reward_no_answer (no answer in the whole episode, e.g. every

@@ -1,9 +1,10 @@
 """The largest sampler call a method makes, in bounds rl_reason.plan sizes the KV cache by.
 
-One sampler call (rl_reason/rollout.py, sampling.generate) holds up to
-`rollout.max_sample_batch` rows (all of a round's when 0) and a cache of
-bucket(longest context) + bucket(largest budget) slots: a short-context row with a
-full budget and a long-context row with little left still cost the sum. A method's
+One sampler call (rl_reason/rollout.py, sampling.generate) decodes up to
+`rollout.max_sample_batch` rows at a time (its slots; all of a round's rows when 0)
+with a cache of bucket(longest context) + bucket(largest budget) positions per slot:
+a short-context row with a full budget and a long-context row with little left still
+cost the sum. A method's
 `Method.sampler_shape(config)` states the three numbers for its own requests
 (prompts with hints or system turns, earlier attempts and feedback turns, failure
 prefixes, reflection requests), unbucketed; the plan buckets them as the sampler does.

@@ -20,6 +20,11 @@ benchmarks:
                                            hidden 512, 8 layers, 8 heads, 4 KV heads,
                                            head_dim 64, MLP 1024, vocab 512, tied
                                            embeddings: 19.1M parameters.
+    bench-qwen2-53m                        Qwen2.5-Math-1.5B's layers at half width:
+                                           hidden 768, 6 heads and 1 KV head of 128 (GQA
+                                           6:1), MLP 4480 (5.83x), q/k/v bias, tied; 4
+                                           layers, vocab 8192: 53M parameters. The
+                                           sampler benchmark's real-shaped small model.
 """
 
 from __future__ import annotations
@@ -77,6 +82,10 @@ PRESETS: dict[str, ModelConfig] = {
     "bench-19m": ModelConfig(
         family="qwen3", vocab_size=512, hidden_size=512, intermediate_size=1024, num_layers=8,
         num_heads=8, num_kv_heads=4, head_dim=64, rope_theta=1000000.0, rms_norm_eps=1e-6,
+        tie_embeddings=True, max_position_embeddings=4096),
+    "bench-qwen2-53m": ModelConfig(
+        family="qwen2", vocab_size=8192, hidden_size=768, intermediate_size=4480, num_layers=4,
+        num_heads=6, num_kv_heads=1, head_dim=128, rope_theta=10000.0, rms_norm_eps=1e-6,
         tie_embeddings=True, max_position_embeddings=4096),
 }
 

@@ -169,6 +169,22 @@ def _dense(x, w, in_dims: int = 1):
     return (x_ND @ w_DO).reshape(*lead, *out)
 
 
+def _write_cache(k_cache_BKES, v_cache_BKSE, k_BTKE, v_BTKE, cache_index):
+    """The caches with the T new keys and values written at slots [cache_index,
+    cache_index + T): one index for every row, or (T == 1) a [B] vector of each row's
+    own slot, as a continuous batch's rows are at different steps."""
+    k_BKET = jnp.transpose(k_BTKE, (0, 2, 3, 1)).astype(k_cache_BKES.dtype)
+    v_BKTE = jnp.transpose(v_BTKE, (0, 2, 1, 3)).astype(v_cache_BKSE.dtype)
+    if jnp.ndim(cache_index) == 0:
+        return (jax.lax.dynamic_update_slice_in_dim(k_cache_BKES, k_BKET, cache_index, axis=3),
+                jax.lax.dynamic_update_slice_in_dim(v_cache_BKSE, v_BKTE, cache_index, axis=2))
+    # One scatter per cache, in place: a select over all slots would read and write the
+    # whole cache at every step.
+    rows_B = jnp.arange(k_cache_BKES.shape[0])
+    return (k_cache_BKES.at[rows_B, :, :, cache_index].set(k_BKET[..., 0]),
+            v_cache_BKSE.at[rows_B, :, cache_index].set(v_BKTE[:, :, 0]))
+
+
 def _layer(config: ModelConfig, cos_sin, h_BTD, layer, mask_BTS,
            k_cache_BKES, v_cache_BKSE, cache_index, attend=None):
     """One decoder layer. attend: (q, k, v) -> attention output, replacing the masked
@@ -192,12 +208,7 @@ def _layer(config: ModelConfig, cos_sin, h_BTD, layer, mask_BTS,
     elif k_cache_BKES is None:
         attn = _attention(q, k, v, mask_BTS)
     else:
-        k_cache_BKES = jax.lax.dynamic_update_slice_in_dim(
-            k_cache_BKES, jnp.transpose(k, (0, 2, 3, 1)).astype(k_cache_BKES.dtype),
-            cache_index, axis=3)
-        v_cache_BKSE = jax.lax.dynamic_update_slice_in_dim(
-            v_cache_BKSE, jnp.transpose(v, (0, 2, 1, 3)).astype(v_cache_BKSE.dtype),
-            cache_index, axis=2)
+        k_cache_BKES, v_cache_BKSE = _write_cache(k_cache_BKES, v_cache_BKSE, k, v, cache_index)
         attn = _cached_attention(q, k_cache_BKES.astype(x.dtype),
                                  v_cache_BKSE.astype(x.dtype), mask_BTS)
     h_BTD = h_BTD + _dense(attn, layer["o"], in_dims=2)
@@ -215,6 +226,8 @@ def hidden_states(params: Params, config: ModelConfig, tokens_BT, positions_BT, 
     mask_BTS[b, t, s] says whether query t of sequence b attends to key slot s. Without a
     cache the keys are the T query tokens themselves (S == T); with a cache, the T new
     keys are written at slots [cache_index, cache_index + T) before attending over S.
+    cache_index is one slot for every row, or, for one new token (T == 1), a [B] vector
+    of each row's own slot.
     """
     c = config
     dtype = _dtype(c.dtype)

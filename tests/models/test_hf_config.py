@@ -48,7 +48,7 @@ def test_old_and_new_rope_spellings_read_the_same():
     assert hf_config.from_hf_config(new) == hf_config.from_hf_config(LLAMA_31_8B)
 
 
-@pytest.mark.parametrize("name", REAL + ["tiny-llama", "bench-19m"])
+@pytest.mark.parametrize("name", REAL + ["tiny-llama", "bench-19m", "bench-qwen2-53m"])
 def test_written_config_is_read_back_by_us_and_transformers(tmp_path, name):
     config = models.get_preset(name)
     raw = hf_config.to_hf_config(config)
@@ -101,6 +101,7 @@ def test_preset_sizes_match_the_published_parameter_counts():
     assert billions == {"qwen2.5-math-1.5b": 1.54, "qwen2.5-math-7b": 7.62,
                         "qwen3-4b-base": 4.02, "qwen3-8b-base": 8.19, "llama-3.1-8b": 8.03}
     assert round(models.get_preset("bench-19m").num_params() / 1e6, 1) == 19.1
+    assert round(models.get_preset("bench-qwen2-53m").num_params() / 1e6, 1) == 53.1
 
 
 def test_get_preset_overrides_and_errors():
@@ -111,4 +112,4 @@ def test_get_preset_overrides_and_errors():
     with pytest.raises(ValueError, match=r"unknown ModelConfig field\(s\) \['layers'\]"):
         models.get_preset("tiny-llama", layers=3)
     assert set(presets.PRESETS) >= set(REAL) | {"tiny-llama", "tiny-qwen2", "tiny-qwen3",
-                                                "bench-19m"}
+                                                "bench-19m", "bench-qwen2-53m"}
