@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax.sharding import AbstractMesh, AxisType
 
 from rl_reason import plan_sampling, sharding, train_step
-from rl_reason.config_check import ConfigError
+from rl_reason.errors import ConfigError
 from rl_reason.errors import exit_on_user_error
 from rl_reason.models.config import ModelConfig
 from rl_reason.sampling import shapes

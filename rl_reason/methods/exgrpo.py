@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from rl_reason.config_check import ConfigError
+from rl_reason.errors import ConfigError
 from rl_reason.methods import common
 from rl_reason.methods.base import FRESH, Method, Request, Sample, StepContext, loss_config_from
 from rl_reason.methods.experience import (BYTES_PER_TOKEN, QUESTION_SELECTIONS,

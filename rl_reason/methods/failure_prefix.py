@@ -84,7 +84,7 @@ class FailurePrefix(Method):
         pass-rate and mining calls ask for more rows than a step."""
         s = mining.FailurePrefixSettings.from_config(config)
         r = config.rollout
-        prefix = mining.cut_length(r.max_new_tokens, max(s.cut_fractions))
+        prefix = mining.prefix_length(r.max_new_tokens, max(s.cut_fractions))
         rows = max(r.prompts_per_step * r.group_size, s.pool_size * s.pass_samples,
                    s.pool_size * s.mining_samples,
                    s.pool_size * s.max_failures * len(s.cut_fractions) * s.probe_samples)

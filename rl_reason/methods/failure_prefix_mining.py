@@ -3,7 +3,7 @@
 
     FailurePrefixSettings   the method's knobs (`config.method`), checked when built
     pass_rates, saturated   which pool problems the policy solves at >= a pass rate
-    content_ids, cut_length the token ids a wrong response is cut at
+    content_ids, prefix_length the token ids a wrong response is cut at
     failure_cuts            the distinct prefixes of one wrong response
     closest_to_tau          the candidate whose continuation accuracy is nearest tau
     plateaued               whether the held-out metric stopped improving
@@ -17,7 +17,8 @@ import dataclasses
 import math
 from typing import Sequence
 
-from rl_reason.config_check import ConfigError, method_block
+from rl_reason.config_blocks import parse_block
+from rl_reason.errors import ConfigError
 from rl_reason.data.record import Record
 from rl_reason.methods.base import Sample
 
@@ -77,10 +78,10 @@ class FailurePrefixSettings:
     @classmethod
     def from_config(cls, config) -> "FailurePrefixSettings":
         """The settings of config.method, checked against the rest of the run config."""
-        given = method_block(cls, config, "failure_prefix")
-        if "cut_fractions" in given:
-            given["cut_fractions"] = tuple(float(f) for f in given["cut_fractions"])
-        settings = cls(**given)
+        block = dict(config.method)
+        if "cut_fractions" in block:
+            block["cut_fractions"] = tuple(float(f) for f in block["cut_fractions"])
+        settings = parse_block(cls, block, "method", owner="failure_prefix", partial=True)
         if config.rollout.max_new_tokens < 2:
             raise ConfigError("failure_prefix: rollout.max_new_tokens must be >= 2 (a prefix "
                               "leaves at least one token of the response to sample)")
@@ -113,7 +114,7 @@ def content_ids(sample: Sample) -> list[int]:
     return ids if sample.truncated or not ids else ids[:-1]
 
 
-def cut_length(num_tokens: int, fraction: float) -> int:
+def prefix_length(num_tokens: int, fraction: float) -> int:
     """Tokens kept when a response of `num_tokens` is cut at `fraction`: the nearest
     integer to fraction * num_tokens (halves up), at least 1 and at most
     num_tokens - 1, so a prefix is never empty and never the whole response."""
@@ -129,7 +130,7 @@ def failure_cuts(ids: Sequence[int], fractions: Sequence[float]) -> list[tuple[f
         return []
     cuts, seen = [], set()
     for fraction in fractions:
-        n = cut_length(len(ids), fraction)
+        n = prefix_length(len(ids), fraction)
         if n not in seen:
             seen.add(n)
             cuts.append((fraction, tuple(int(t) for t in ids[:n])))

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from rl_reason.data import templates
+from rl_reason.errors import ConfigError
 from rl_reason.methods import common
 from rl_reason.methods.base import FRESH, Request, Sample, StepContext
 from rl_reason.methods.sampler_shape import (ANSWER_TOKENS, SamplerShape, default_shape,
@@ -56,8 +57,6 @@ class HintSettings:
     cap_replacements: bool = True
 
     def __post_init__(self):
-        from rl_reason.config_check import ConfigError
-
         if self.extra_prompt not in EXTRA_PROMPTS:
             raise ConfigError(f"method.extra_prompt={self.extra_prompt!r}: one of {EXTRA_PROMPTS}")
         for name in ("concise", "cap_replacements"):

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from rl_reason.config_blocks import parse_block
+from rl_reason.errors import ConfigError
 from rl_reason.methods import common, hints
 from rl_reason.methods.base import FRESH, Method, Request, Sample, StepContext
 
@@ -37,13 +39,11 @@ class LTESettings(hints.HintSettings):
 
     @classmethod
     def from_config(cls, config) -> "LTESettings":
-        from rl_reason.config_check import ConfigError, method_block
-
-        given = method_block(cls, config, "lte")
+        settings = parse_block(cls, config.method, "method", owner="lte", partial=True)
         if config.loss.dynamic_sampling:
             raise ConfigError("loss.dynamic_sampling=True: LTE does not refill batches; it "
                               "spends its extra samples on none-pass groups instead")
-        return cls(**given)
+        return settings
 
 
 class LTE(Method):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from rl_reason.errors import ConfigError
 from rl_reason.methods import hints
 from rl_reason.methods.base import FRESH, StepContext
 from rl_reason.methods.exgrpo import ExGRPO, Settings as ExGRPOSettings
@@ -46,8 +47,6 @@ class LTEExGRPOSettings:
 
     @classmethod
     def from_config(cls, config) -> "LTEExGRPOSettings":
-        from rl_reason.config_check import ConfigError
-
         missing = sorted(set(HINT_KEYS) - set(config.method.keys()))
         if missing:
             raise ConfigError(f"method: an lte_exgrpo run needs LTE's keys too; missing {missing}")

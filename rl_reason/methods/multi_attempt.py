@@ -2,7 +2,7 @@
 episode, "incorrect, k attempts left" after each wrong one, trained with the GRPO
 estimator over a group of episodes per question.
 
-Per step, for each of B questions, G episodes (rl_reason/methods/episodes.py):
+Per step, for each of B questions, G episodes (rl_reason/episodes.py):
 1. The attempt budget N is drawn uniformly from {min_attempts..max_attempts}, once per
    question by default (`budget_per`): the G episodes of a group then face the same
    N, so the group mean, GRPO's baseline, compares like with like (the authors' PPO
@@ -36,9 +36,10 @@ import numpy as np
 
 from rl_reason import evaluation_metrics
 from rl_reason.data import templates
-from rl_reason.methods import common, episodes as episodes_lib
+from rl_reason import episodes as episodes_lib
+from rl_reason.methods import common
 from rl_reason.methods.base import FRESH, Method, Outcome, Sample, StepContext
-from rl_reason.methods.episodes import Episode
+from rl_reason.episodes import Episode
 from rl_reason.methods.sampler_shape import (CHAT_TURN_TOKENS, SamplerShape, rows_per_call,
                                              tokens_at_most)
 
@@ -71,7 +72,7 @@ class MultiAttemptSettings:
     @classmethod
     def from_config(cls, config) -> "MultiAttemptSettings":
         """The settings of `config.method`, or ConfigError naming the key."""
-        return episodes_lib.episode_settings(cls, config, "multi_attempt")
+        return common.episode_settings(cls, config, "multi_attempt")
 
 
 def outcome_of(episode: Episode, rule: str) -> str:

@@ -42,12 +42,13 @@ from typing import Sequence
 
 import numpy as np
 
-from rl_reason import config_check
 from rl_reason.data import templates
-from rl_reason.methods import common, episodes as episodes_lib, r3l_trial
+from rl_reason.errors import ConfigError
+from rl_reason import episodes as episodes_lib
+from rl_reason.methods import common, r3l_trial
 from rl_reason.methods.base import (FRESH, Method, Outcome, Request, Row, Sample, StepContext,
                                     loss_config_from)
-from rl_reason.methods.episodes import Episode
+from rl_reason.episodes import Episode
 from rl_reason.methods.r3l_trial import Trial
 from rl_reason.methods.sampler_shape import (ANSWER_TOKENS, CHAT_TURN_TOKENS, SamplerShape,
                                              rows_per_call, tokens_at_most)
@@ -97,10 +98,10 @@ class R3LSettings:
     @classmethod
     def from_config(cls, config) -> "R3LSettings":
         """The settings of `config.method`, or ConfigError naming the key."""
-        settings = episodes_lib.episode_settings(cls, config, "r3l")
+        settings = common.episode_settings(cls, config, "r3l")
         G = config.rollout.group_size
         if settings.reflect_retry and (G < 2 or G % 2):
-            raise config_check.ConfigError(
+            raise ConfigError(
                 f"rollout.group_size={G}: R3L runs G/2 base episodes a question (the other "
                 "half of the group are their retries), so G must be even and >= 2")
         return settings

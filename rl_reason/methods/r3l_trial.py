@@ -34,7 +34,7 @@ import numpy as np
 
 from rl_reason.data import templates
 from rl_reason.methods.base import Row, Sample
-from rl_reason.methods.episodes import Attempt, ChatTurns, Episode
+from rl_reason.episodes import Attempt, ChatTurns, Episode
 
 # What became of a report: a retry, or why there was none.
 RETRY = "retry"

@@ -14,7 +14,7 @@ from configs import multi_attempt as ma_config
 from rl_reason import models, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.data import templates
-from rl_reason.methods import episodes as episodes_lib
+from rl_reason import episodes as episodes_lib
 from rl_reason.methods.base import StepContext
 from rl_reason.methods.multi_attempt import MultiAttempt, MultiAttemptSettings, episode_reward
 
