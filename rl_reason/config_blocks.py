@@ -56,4 +56,4 @@ def parse_block(settings_cls: type[T], block, where: str = "method", *, owner: s
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from e
+        raise ConfigError(str(e)) from e

@@ -23,7 +23,7 @@ def _require(ok: bool, message: str) -> None:
 
 def check(c, num_devices: int | None = None) -> None:
     """Raise ConfigError for impossible or inconsistent settings."""
-    from rl_reason.methods import METHODS  # late: methods import heavy modules
+    from rl_reason.methods.registry import METHODS  # late: methods import heavy modules
 
     _require(c.method_name in METHODS,
              f"method_name={c.method_name!r}: known methods are {sorted(METHODS)}")

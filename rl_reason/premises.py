@@ -154,7 +154,7 @@ def _ratio(a: dict, b: dict) -> float | None:
 # ------------------------------------------------------------------- LTE and ExGRPO
 
 def lte_and_exgrpo(policy: Policy, records, s: PremiseSettings) -> dict:
-    from rl_reason.methods import hints
+    from rl_reason.methods.components import hints
 
     G = s.group_size
     plain = [policy.encode(templates.plain_prompt(r.problem)) for r in records]

@@ -158,3 +158,16 @@ def test_no_module_imports_config_error_from_config_check():
         text = path.read_text()
         assert "config_check import ConfigError" not in text, path
         assert "config_check.ConfigError" not in text, path
+
+
+def test_settings_modules_do_not_import_jax():
+    """Config files import the settings dataclasses while flags are parsed, before
+    JAX is needed; a settings module that pulled JAX in would slow every command."""
+    import subprocess
+    import sys
+    modules = sorted(m for m in import_graph()
+                     if m.startswith("rl_reason.methods.") and m.endswith("settings"))
+    assert len(modules) >= 7
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "assert 'jax' not in sys.modules, 'jax imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

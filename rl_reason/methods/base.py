@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rl_reason.methods.sampler_shape import SamplerShape, default_shape
+from rl_reason.methods.components.sampler_shape import SamplerShape, default_shape
 from rl_reason.protocol import (FRESH, Outcome, Request, Row, Sample,  # noqa: F401
                                 StepContext, TokenScores)
 from rl_reason.rl.losses import LossConfig
@@ -100,7 +100,7 @@ class Method:
 
     @classmethod
     def sampler_shape(cls, config) -> SamplerShape:
-        """The largest sampler call a run of `config` makes (methods/sampler_shape.py):
+        """The largest sampler call a run of `config` makes (methods/components/sampler_shape.py):
         rl_reason.plan sizes the KV cache by it. Methods whose requests carry more
         context than a plain prompt (hints, earlier attempts, prefixes, reflections)
         override it."""

@@ -20,10 +20,10 @@ from rl_reason import checkpoint, models, sampling, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.data import record as record_lib
 from rl_reason.data import synthetic
-from rl_reason.methods import common
-from rl_reason.methods import failure_prefix_mining as mining
-from rl_reason.methods.base import FRESH, Request, Sample, StepContext
-from rl_reason.methods.failure_prefix import FailurePrefix
+from rl_reason.methods.components import common
+from rl_reason.methods.failure_prefix import mining
+from rl_reason.protocol import FRESH, Request, Sample, StepContext
+from rl_reason.methods.failure_prefix.method import FailurePrefix
 from rl_reason.rollout import RolloutEngine
 from rl_reason.verifiers import ExactIntVerifier, VerifyResult
 

@@ -17,8 +17,8 @@ from rl_reason import models, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.data import packing, synthetic, templates, warm_start
 from rl_reason import episodes as episodes_lib
-from rl_reason.methods import r3l_trial
-from rl_reason.methods.r3l import R3L, R3LSettings
+from rl_reason.methods.r3l import trial as r3l_trial
+from rl_reason.methods.r3l.method import R3L, R3LSettings
 from rl_reason.rl.losses import LossConfig, policy_loss
 from rl_reason.verifiers import ExactIntVerifier
 

@@ -40,10 +40,11 @@ import numpy as np
 
 from rl_reason.data import templates
 from rl_reason.data.record import Record
-from rl_reason.methods import common
-from rl_reason.methods import failure_prefix_mining as mining
-from rl_reason.methods.base import FRESH, Method, Request, Sample, StepContext
-from rl_reason.methods.sampler_shape import SamplerShape, rows_per_call
+from rl_reason.methods.components import common
+from rl_reason.methods.failure_prefix import mining
+from rl_reason.methods.base import Method
+from rl_reason.protocol import FRESH, Request, Sample, StepContext
+from rl_reason.methods.components.sampler_shape import SamplerShape, rows_per_call
 
 PASS_RATE, MINING, PROBE = "pass_rate", "mining", "probe"
 METRIC = "failure_prefix/"

@@ -13,10 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from rl_reason.config_blocks import parse_block
 from rl_reason.data import templates
-from rl_reason.errors import ConfigError
-from rl_reason.methods.base import FRESH, Request, Row, Sample
+from rl_reason.protocol import FRESH, Request, Row, Sample
 from rl_reason.rl import advantages as adv_lib
 
 
@@ -154,14 +152,3 @@ def informative_groups(samples: Sequence[Sample]) -> set[str]:
     for s in samples:
         by_group.setdefault(s.request.group, set()).add(s.reward)
     return {g for g, rewards in by_group.items() if len(rewards) > 1}
-
-
-def episode_settings(settings_cls, config, method: str):
-    """The settings of an episode method's `config.method`, or ConfigError: an unknown
-    key, a bad value, or a loss switch made for single responses (DAPO's refill and
-    overlong shaping act on responses, and here episodes are the group members)."""
-    if config.loss.dynamic_sampling or config.loss.overlong_buffer:
-        raise ConfigError(f"{method} does not support loss.dynamic_sampling or "
-                          "loss.overlong_buffer (episodes, not single responses, are the "
-                          "group members)")
-    return parse_block(settings_cls, config.method, "method", owner=method, partial=True)
