@@ -28,10 +28,10 @@ Variants (`--config=configs/exgrpo.py:<variant>`, combined with commas):
     rho025, rho075         replay ratio 0.25 / 0.75 (default 0.5)
 """
 
-import ml_collections
-
 from configs import base, grpo
+from rl_reason.config_blocks import config_block
 from rl_reason.errors import UnknownVariantError
+from rl_reason.methods.exgrpo.settings import ExGRPOSettings
 
 ABLATIONS = {
     "no_question_selection": {"method.question_selection": "uniform"},
@@ -52,18 +52,10 @@ def get_config(arg: str = ""):
     c.name = "exgrpo"
     c.method_name = "exgrpo"
     base.embedded_cpu_settings(c)
-    c.method = ml_collections.ConfigDict(dict(
-        # Mixing on after a step whose fresh accuracy exceeds this (paper: 0.35; the
-        # embedded task's base policy starts near 0.11, see the docstring).
-        mixing_threshold=0.15,
-        replay_ratio=0.5,         # rho: replay groups per batch = floor(rho * B) at most
-        question_selection="bucketed",  # 'bucketed' (N(k; G/2, bucket_sd)) or 'uniform'
-        bucket_sd=1.0,
-        trajectory_selection="lowest_entropy",  # or 'highest_entropy', 'random'
-        drop_clip_when_mixing=True,     # no PPO clip on fresh tokens once mixing is on
-        store_before_mixing=False,      # store successes only once mixing is on
-        retire_solved=True,             # retire questions whose whole group is correct
-    ))
+    # Method keys and their defaults (the paper's): ExGRPOSettings
+    # (rl_reason/methods/exgrpo/settings.py). The embedded task's base policy starts
+    # near a fresh accuracy of 0.11 (see the docstring), so mixing starts at 0.15.
+    c.method = config_block(ExGRPOSettings(mixing_threshold=0.15))
     # The released code's loss: A = r - mean(group), replayed tokens shaped by
     # w/(w+0.1), entropy bonus, no KL; updates with a gradient norm above 500 skipped.
     c.loss.update(norm_by_std=False, entropy_coef=0.001, kl_coef=0.0,

@@ -30,10 +30,10 @@ Variants (`--config=configs/failure_prefix.py:<variant>`, combined with commas):
     qwen3_4b          Qwen3-4B-Base on a TPU pod slice, likewise
 """
 
-import ml_collections
-
 from configs import base, grpo
+from rl_reason.config_blocks import config_block
 from rl_reason.errors import UnknownVariantError
+from rl_reason.methods.failure_prefix.settings import FailurePrefixSettings
 
 # One switch each off the default (experiments/ablate.py runs them).
 ABLATIONS = ("no_refresh", "tau025", "tau075")
@@ -52,12 +52,11 @@ def get_config(arg: str = ""):
     c.data.update(embedded_levels=(1,), embedded_eval_levels=(1, 2), embedded_train_size=160)
     c.eval.misleading_prefix = True
     c.train.update(num_steps=40, eval_every=0, checkpoint_every=10)
-    c.method = ml_collections.ConfigDict(dict(
-        pool_size=48, pass_samples=8, saturation_threshold=0.875,
-        mining_samples=24, max_failures=2,
-        cut_fractions=(0.2, 0.4, 0.6, 0.8), probe_samples=4, tau=0.5,
-        refresh_every=20, refresh_on_plateau=False, plateau_metric="eval/greedy_accuracy",
-        plateau_delta=0.0, plateau_patience=2, max_refreshes=0))
+    # Method keys and their defaults: FailurePrefixSettings
+    # (rl_reason/methods/failure_prefix/settings.py); the embedded run mines a smaller
+    # pool, cuts at four fractions and mines again at step 20 (docstring above).
+    c.method = config_block(FailurePrefixSettings(
+        pool_size=48, mining_samples=24, cut_fractions=(0.2, 0.4, 0.6, 0.8), refresh_every=20))
     for part in filter(None, arg.split(",")):
         apply_variant(c, part)
     c.lock()

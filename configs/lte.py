@@ -19,10 +19,10 @@ Variants (`--config=configs/lte.py:<variant>`, combined with commas):
                          as in configs/grpo.py
 """
 
-import ml_collections
-
 from configs import base, grpo
+from rl_reason.config_blocks import config_block
 from rl_reason.errors import UnknownVariantError
+from rl_reason.methods.lte.settings import LTESettings
 
 # The entropy bonus of the lte_entropy variant. The paper does not give its value to
 # us; 0.001 is what the released LUFFY / ExGRPO code uses with the same off-policy
@@ -40,11 +40,8 @@ def get_config(arg: str = ""):
     c.name = "lte"
     c.method_name = "lte"
     base.embedded_cpu_settings(c)
-    c.method = ml_collections.ConfigDict(dict(
-        extra_prompt="hinted",    # 'hinted' (LTE) or 'plain' (grpo_extra_rollouts control)
-        concise=True,             # concise branches for groups with truncated responses
-        cap_replacements=True,    # G' <= G - 1: a solved hinted group keeps a contrast
-    ))
+    # Method keys and their defaults: LTESettings (rl_reason/methods/lte/settings.py).
+    c.method = config_block(LTESettings())
     apply_variant(c, arg)
     c.lock()
     return c

@@ -13,11 +13,8 @@ rollout.max_new_tokens is the budget of generated tokens for a whole episode, sh
 by its attempts (feedback turns are not charged); eval.max_new_tokens (0: the same)
 is the evaluation's episode budget.
 
-Method keys (`config.method`, rl_reason/methods/multi_attempt.py):
-    min_attempts, max_attempts   N ~ uniform{min..max} (1..5)
-    budget_per                   'question' (default: a group shares N) or 'episode'
-    reward_correct / reward_wrong / reward_no_answer   +1 / -0.5 / -1
-    reward_rule                  'sticky' (released code) or 'last_attempt'
+Method keys and their defaults: MultiAttemptSettings
+(rl_reason/methods/multi_attempt/settings.py).
 
 Variants (`--config=configs/multi_attempt.py:<variant>`, combined with commas):
     tiny              a few steps, for tests and smoke runs
@@ -32,7 +29,9 @@ Variants (`--config=configs/multi_attempt.py:<variant>`, combined with commas):
 """
 
 from configs import base, grpo
+from rl_reason.config_blocks import config_block
 from rl_reason.errors import UnknownVariantError
+from rl_reason.methods.multi_attempt.settings import MultiAttemptSettings
 
 # One switch each off the default (experiments/ablate.py runs them).
 ABLATIONS = ("single_attempt", "binary_reward", "last_attempt")
@@ -47,8 +46,7 @@ def get_config(arg: str = ""):
     c.name = "multi_attempt"
     c.method_name = "multi_attempt"
     base.embedded_cpu_settings(c)
-    c.method.update(min_attempts=1, max_attempts=5, budget_per="question", reward_correct=1.0,
-                    reward_wrong=-0.5, reward_no_answer=-1.0, reward_rule="sticky")
+    c.method = config_block(MultiAttemptSettings())
     # A whole episode's tokens: the embedded answers take about 20-60 tokens, so three
     # to five attempts fit in 128. An episode costs up to five sampler calls and rows
     # twice as long as GRPO's, and evaluating up to 7 attempts costs up to seven greedy

@@ -16,19 +16,7 @@ rollout.max_new_tokens is the budget of generated tokens for a whole episode, sh
 by its attempts (feedback turns are not charged); a retry has what its base episode
 had left after the replayed attempts.
 
-Method keys (`config.method`, rl_reason/methods/r3l.py):
-    max_attempts                 3 attempts an episode
-    reflect_retry                reflect and retry (False: all G are base episodes)
-    pivotal_credit               the shared first k attempts untrained in both rows
-    amplification, alpha         A = 1 at the maximal reward, alpha (r - b) above the
-                                 mean (alpha = 3), r - b below; False: A = r - b
-    tau                          the policy term is scaled by 1 / (1 + tau)
-    objective                    'r3l' (REINFORCE as above) or 'grpo' (config.loss)
-    retry_mode                   'replay' (the paper) or 'restart' (the released code)
-    train_success_reflections    reflections reporting a success on a solved episode
-                                 are trained as positive experiences (released code)
-    reflection_max_new_tokens    a report's budget
-    max_reflection_prompt_len    longer reflection requests are skipped (counted)
+Method keys and their defaults: R3LSettings (rl_reason/methods/r3l/settings.py).
 
 Variants (`--config=configs/r3l.py:<variant>`, combined with commas):
     tiny               a few steps, for tests and smoke runs
@@ -45,7 +33,9 @@ Variants (`--config=configs/r3l.py:<variant>`, combined with commas):
 """
 
 from configs import base, grpo
+from rl_reason.config_blocks import config_block
 from rl_reason.errors import UnknownVariantError
+from rl_reason.methods.r3l.settings import R3LSettings
 
 # The paper's ablations, one switch each (experiments/ablate.py runs them).
 ABLATIONS = ("no_reflect_retry", "no_pivotal_credit", "no_amplification")
@@ -58,10 +48,7 @@ def get_config(arg: str = ""):
     c.name = "r3l"
     c.method_name = "r3l"
     base.embedded_cpu_settings(c)
-    c.method.update(max_attempts=3, reflect_retry=True, pivotal_credit=True, amplification=True,
-                    alpha=3.0, tau=1.0, objective="r3l", retry_mode="replay",
-                    train_success_reflections=True, reflection_max_new_tokens=128,
-                    max_reflection_prompt_len=1024)
+    c.method = config_block(R3LSettings())
     c.loss.update(kl_coef=0.001, kl_estimator="k2")
     # A whole episode's tokens: the embedded answers take about 20-60 tokens, so three
     # attempts fit in 128; a report is about 70 tokens on a 300-450-token request. A

@@ -21,22 +21,9 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def method_block(settings_cls, config, method: str) -> dict:
-    """`config.method` as keyword arguments of a method's settings dataclass, or
-    ConfigError naming the keys it does not know (a misspelt key must not be ignored)."""
-    import dataclasses
-
-    fields = {f.name for f in dataclasses.fields(settings_cls)}
-    given = dict(config.method)
-    unknown = sorted(set(given) - fields)
-    if unknown:
-        raise ConfigError(f"method: unknown {method} keys {unknown}; known: {sorted(fields)}")
-    return given
-
-
 def check(c, num_devices: int | None = None) -> None:
     """Raise ConfigError for impossible or inconsistent settings."""
-    from rl_reason.methods import METHODS  # late: methods import heavy modules
+    from rl_reason.methods.registry import METHODS  # late: methods import heavy modules
 
     _require(c.method_name in METHODS,
              f"method_name={c.method_name!r}: known methods are {sorted(METHODS)}")

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax.sharding import AbstractMesh, AxisType
 
 from rl_reason import plan_sampling, sharding, train_step
-from rl_reason.config_check import ConfigError
+from rl_reason.errors import ConfigError
 from rl_reason.errors import exit_on_user_error
 from rl_reason.models.config import ModelConfig
 from rl_reason.sampling import shapes
@@ -119,7 +119,7 @@ def plan(config, model_config: ModelConfig, num_devices: int, hbm_gib: float,
     opt_abstract = jax.eval_shape(optimizer.init, abstract)
     state_sh = train_step.state_shardings(params_sh, optimizer, abstract, mesh)
 
-    from rl_reason.methods import make_method
+    from rl_reason.methods.registry import make_method
 
     # Built without a tokenizer: only its settings are read.
     method = make_method(config.method_name, config, None)

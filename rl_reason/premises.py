@@ -39,7 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -156,7 +156,7 @@ def _ratio(a: dict, b: dict) -> float | None:
 # ------------------------------------------------------------------- LTE and ExGRPO
 
 def lte_and_exgrpo(policy: Policy, records, s: PremiseSettings) -> dict:
-    from rl_reason.methods import hints
+    from rl_reason.methods.components import hints
 
     G = s.group_size
     plain = [policy.encode(templates.plain_prompt(r.problem)) for r in records]
@@ -395,8 +395,10 @@ def dial_table(by_setting: dict[str, dict]) -> str:
 
 
 @exit_on_user_error
-def main(argv=None) -> None:
-    from rl_reason import models, pretrain
+def main(argv=None, *, base_policy: Callable[[str, float | None], str]) -> None:
+    """The command; base_policy(world, skill) is the folder of the world's base policy
+    (pretrain.ensure_base_policy, passed in by `__main__` below)."""
+    from rl_reason import models
     from rl_reason.data import worlds
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -425,7 +427,7 @@ def main(argv=None) -> None:
         print(dial_table(by_setting))
         return
     world = worlds.get(args.world)
-    path = args.checkpoint or pretrain.ensure_base_policy(world.name, args.skill)
+    path = args.checkpoint or base_policy(world.name, args.skill)
     model, tokenizer = models.load(path), models.load_tokenizer(path)
     premises = measure(model, tokenizer, world, PremiseSettings(seed=args.seed))
     print(f"Premises of {path} ({world.label(world.resolve_skill(args.skill))}):")
@@ -436,4 +438,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # pretrain imports this module (it measures the premises of a policy it built), so
+    # the command, not the module, imports pretrain.
+    from rl_reason import pretrain
+    main(base_policy=pretrain.ensure_base_policy)

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from rl_reason import sampling
-from rl_reason.methods.base import Request, Sample
+from rl_reason.protocol import Request, Sample
 from rl_reason.verifiers import cut_after_first_box
 
 

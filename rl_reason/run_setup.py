@@ -68,7 +68,7 @@ class WorkdirMismatchError(UserError, ValueError):
 
 def identity_keys(config_json: dict) -> tuple[str, ...]:
     """method_name, and the keys its method names in `Method.identity_keys`."""
-    from rl_reason.methods import METHODS  # late: methods import heavy modules
+    from rl_reason.methods.registry import METHODS  # late: methods import heavy modules
     method = METHODS.get(config_json.get("method_name"))
     return ("method_name",) + (method.identity_keys if method else ())
 

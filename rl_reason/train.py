@@ -31,8 +31,8 @@ from rl_reason import config_check, metrics as metrics_lib, sharding, train_step
 from rl_reason import evaluate as evaluate_lib
 from rl_reason.evaluation import initial as initial_eval
 from rl_reason import models, plot, run_setup, wandb_sink
-from rl_reason.methods import make_method
-from rl_reason.methods.base import Outcome, Sample, StepContext, TokenScores
+from rl_reason.methods.registry import make_method
+from rl_reason.protocol import Outcome, Sample, StepContext, TokenScores
 from rl_reason.models import Model
 from rl_reason.rl import batch as batch_lib
 from rl_reason.rl.advantages import group_pass_stats

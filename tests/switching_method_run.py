@@ -11,9 +11,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import grpo  # noqa: E402
 from rl_reason import train  # noqa: E402
-from rl_reason.methods import METHODS  # noqa: E402
+from rl_reason.methods.registry import METHODS  # noqa: E402
 from rl_reason.methods.base import loss_config_from  # noqa: E402
-from rl_reason.methods.grpo import GRPO  # noqa: E402
+from rl_reason.methods.grpo.method import GRPO  # noqa: E402
 
 
 class SwitchesLoss(GRPO):

@@ -6,7 +6,8 @@ import pytest
 
 from configs import grpo
 from rl_reason import plan
-from rl_reason.methods import METHODS, GRPO
+from rl_reason.methods.grpo.method import GRPO
+from rl_reason.methods.registry import METHODS
 from rl_reason.models import get_preset
 from rl_reason.rl.losses import LossConfig
 

@@ -6,7 +6,7 @@ import numpy as np
 from configs import base
 from rl_reason import models, sampling
 from rl_reason.data import synthetic, templates
-from rl_reason.methods.base import Request
+from rl_reason.protocol import Request
 from rl_reason.rollout import RolloutEngine
 from rl_reason.verifiers.exact_int import ExactIntVerifier
 

@@ -11,10 +11,10 @@ import pytest
 
 from configs import grpo
 from rl_reason import models, train
-from rl_reason.methods import METHODS
-from rl_reason.methods import common
+from rl_reason.methods.registry import METHODS
+from rl_reason.methods.components import common
 from rl_reason.methods.base import Request, loss_config_from
-from rl_reason.methods.grpo import GRPO
+from rl_reason.methods.grpo.method import GRPO
 
 
 def tiny_config(policy, **overrides):

@@ -1,7 +1,7 @@
 """k attempts with feedback: multi-attempt RL's "solved within k attempts" and R3L's
 "success within 3 attempts" (docs/methods.md, sections 2 and 3).
 
-An episode per problem, built exactly as in training (rl_reason/methods/episodes.py):
+An episode per problem, built exactly as in training (rl_reason/episodes.py):
 token ids as sampled, an attempt is the response up to its first complete box (what
 follows the box is not part of it), feedback turns cut from the chat template, and one
 budget of max_new_tokens for all attempts of the episode (feedback tokens are not
@@ -25,7 +25,7 @@ import jax
 from rl_reason import evaluation_metrics
 from rl_reason.data import templates
 from rl_reason.evaluation.session import EvalSession
-from rl_reason.methods.episodes import ChatTurns, Episode, cut_length, new_attempt
+from rl_reason.episodes import ChatTurns, Episode, attempt_length, new_attempt
 
 
 def first_turns(question: str, feedback: str, num_attempts: int) -> list[dict]:
@@ -68,7 +68,7 @@ def evaluate_attempts(session: EvalSession, rng: jax.Array) -> dict[str, float]:
                                 budgets=[episodes[i].remaining for i in fits],
                                 temperature=settings.attempt_temperature,
                                 rng=jax.random.fold_in(rng, attempt))
-        cuts = [cut_length(session.tokenizer, ids) for ids, _ in rows]
+        cuts = [attempt_length(session.tokenizer, ids) for ids, _ in rows]
         # Logged per attempt: its own tokens, and whether it ran out of tokens before a box.
         results = session.score("attempts", fits, [text for _, text in cuts],
                                 [(ids[:n], truncated and n == len(ids))

@@ -48,7 +48,7 @@ class MisleadingPrefix:
 Mined = dict[str, "MisleadingPrefix | None"]   # problem id -> prefix (None: no wrong sample)
 
 
-def cut_length(num_tokens: int, fraction: float) -> int:
+def prefix_length(num_tokens: int, fraction: float) -> int:
     """Tokens a prefix keeps of a `num_tokens` response: floor(fraction * n), at least
     1 and at most n - 1, so a prefix is never empty nor the whole response."""
     if num_tokens < 2:
@@ -79,7 +79,7 @@ def build_misleading_prefixes(records: Sequence, responses: Sequence[Sequence[Se
                 ids = ids[:-1]
             if status != "wrong" or len(ids) < 2:
                 continue
-            prefix = ids[:cut_length(len(ids), fraction)]
+            prefix = ids[:prefix_length(len(ids), fraction)]
             mined[record.id] = MisleadingPrefix(
                 problem_id=record.id, prefix_ids=tuple(prefix),
                 prefix_text=tokenizer.decode(prefix, skip_special_tokens=True),

@@ -37,12 +37,12 @@ def char_ids(text, stop=True):
 @pytest.mark.parametrize("n, fraction, kept", [(10, 0.5, 5), (11, 0.5, 5), (10, 0.25, 2),
                                                (3, 0.1, 1), (3, 0.99, 2), (2, 0.5, 1)])
 def test_cut_length(n, fraction, kept):
-    assert mp.cut_length(n, fraction) == kept
+    assert mp.prefix_length(n, fraction) == kept
 
 
 def test_cut_length_needs_two_tokens():
     with pytest.raises(ValueError, match="cannot be cut"):
-        mp.cut_length(1, 0.5)
+        mp.prefix_length(1, 0.5)
 
 
 def test_build_keeps_the_first_wrong_response_per_problem_cut_at_the_fraction():

@@ -21,7 +21,7 @@ if ROOT not in sys.path:
 
 from configs import exgrpo as exgrpo_config  # noqa: E402
 from rl_reason.data.record import Record  # noqa: E402
-from rl_reason.methods.base import Request, Sample, StepContext, TokenScores  # noqa: E402
+from rl_reason.protocol import Request, Sample, StepContext, TokenScores  # noqa: E402
 from rl_reason.verifiers import VerifyResult  # noqa: E402
 
 

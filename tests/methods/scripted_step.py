@@ -8,7 +8,7 @@ import numpy as np
 
 from rl_reason import sampling
 from rl_reason.data import record as record_lib
-from rl_reason.methods.base import StepContext
+from rl_reason.protocol import StepContext
 from rl_reason.rollout import RolloutEngine
 from rl_reason.verifiers import ExactIntVerifier
 

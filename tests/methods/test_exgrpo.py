@@ -15,9 +15,9 @@ from exgrpo_helpers import FakeContext, HalfCorrectVerifier, group, record, samp
 from configs import exgrpo as exgrpo_config
 from rl_reason import checkpoint, models, run_setup, train
 from rl_reason.config_check import ConfigError, check
-from rl_reason.methods import experience
-from rl_reason.methods.exgrpo import ExGRPO
-from rl_reason.methods.experience import Trajectory, text_key
+from rl_reason.methods.components import experience
+from rl_reason.methods.exgrpo.method import ExGRPO
+from rl_reason.methods.components.experience import Trajectory, text_key
 from rl_reason.data.stream import PromptStream
 from rl_reason.rl import losses
 from rl_reason.verifiers import VerifyResult

@@ -20,10 +20,10 @@ from rl_reason import checkpoint, models, sampling, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.data import record as record_lib
 from rl_reason.data import synthetic
-from rl_reason.methods import common
-from rl_reason.methods import failure_prefix_mining as mining
-from rl_reason.methods.base import FRESH, Request, Sample, StepContext
-from rl_reason.methods.failure_prefix import FailurePrefix
+from rl_reason.methods.components import common
+from rl_reason.methods.failure_prefix import mining
+from rl_reason.protocol import FRESH, Request, Sample, StepContext
+from rl_reason.methods.failure_prefix.method import FailurePrefix
 from rl_reason.rollout import RolloutEngine
 from rl_reason.verifiers import ExactIntVerifier, VerifyResult
 
@@ -134,7 +134,7 @@ SCRIPT = {
                                                (7, 0.5, 4), (3, 0.1, 1), (3, 0.9, 2),
                                                (2, 0.5, 1), (18, 0.75, 14)])
 def test_cut_length_rounds_half_up_and_keeps_one_token_each_side(n, fraction, kept):
-    assert mining.cut_length(n, fraction) == kept
+    assert mining.prefix_length(n, fraction) == kept
 
 
 def test_failure_cuts_are_token_positions_of_the_response_without_its_stop_token():
@@ -311,7 +311,7 @@ def test_a_cut_inside_the_box_is_scored_with_its_continuation(monkeypatch):
     c = config()
     method = FailurePrefix(c, TOK)
     failure = ids("4*8=32. \\boxed{32}")        # a response cut after "\boxed{3"
-    cut = mining.cut_length(len(failure), 0.9)
+    cut = mining.prefix_length(len(failure), 0.9)
     assert TOK.decode(failure[:cut]) == "4*8=32. \\boxed{3"
     request = method.prefix_request(B, failure[:cut], 2, tag=FRESH)
     continuations = [ids("2}") + [STOP], ids("1}") + [STOP]]

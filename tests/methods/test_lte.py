@@ -1,4 +1,4 @@
-"""LTE (rl_reason/methods/lte.py): the three prompt kinds and the no-answer hint,
+"""LTE (rl_reason/methods/lte/method.py): the three prompt kinds and the no-answer hint,
 replacement and its cap, rows rebuilt under the plain prompt with the hinted
 log-probs as the off-policy denominator, the metrics, the control arm, and end-to-end
 runs where the hint never reaches a training row or the held-out evaluation."""
@@ -14,9 +14,10 @@ from configs import lte as lte_config
 from rl_reason import models, run_setup, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.data import synthetic, templates
-from rl_reason.methods import METHODS
-from rl_reason.methods import hints, lte
-from rl_reason.methods.base import FRESH, Request, Sample, StepContext, TokenScores
+from rl_reason.methods.registry import METHODS
+from rl_reason.methods.components import hints
+from rl_reason.methods.lte import method as lte
+from rl_reason.protocol import FRESH, Request, Sample, StepContext, TokenScores
 from rl_reason.rl import batch as batch_lib
 from rl_reason.rl.losses import LossConfig, policy_loss
 from rl_reason.verifiers.result import VerifyResult
@@ -295,7 +296,7 @@ def test_hinted_row_loss_uses_w_of_the_plain_row_over_the_hinted_record(tokenize
     """Loss of one hinted row with A = 0.5 and two response tokens: recorded (hinted)
     p = 0.25, 0.5; current policy on the plain row p = 0.5, 0.5; so w = 2, 1 and the
     token-mean loss is -0.5 * (2/2.1 + 1/1.1) / 2; with 'ratio', -0.5 * (2 + 1) / 2."""
-    from rl_reason.methods import common
+    from rl_reason.methods.components import common
 
     plain = plain_ids(tokenizer)
     hinted_req = Request(record=RECORD, context=[9, 9, 9] + plain, num_samples=1, group="g",

@@ -1,4 +1,4 @@
-"""LTE + ExGRPO (rl_reason/methods/lte_exgrpo.py) on a hand-worked step: hinted retries
+"""LTE + ExGRPO (rl_reason/methods/lte_exgrpo/method.py) on a hand-worked step: hinted retries
 only for the fresh none-pass groups, hinted successes and replayed trajectories as
 off-policy members with their own recorded log-probs, hinted successes stored in the
 buffer under the plain prompt; then end to end on the tiny policy."""
@@ -13,8 +13,8 @@ from configs import lte_exgrpo as lte_exgrpo_config
 from exgrpo_helpers import FakeContext, HalfCorrectVerifier, record, sample, tiny_config
 from rl_reason import models, run_setup, train
 from rl_reason.config_check import ConfigError, check
-from rl_reason.methods.experience import Trajectory, text_key
-from rl_reason.methods.lte_exgrpo import LTEExGRPO
+from rl_reason.methods.components.experience import Trajectory, text_key
+from rl_reason.methods.lte_exgrpo.method import LTEExGRPO
 from rl_reason.verifiers import VerifyResult
 
 

@@ -14,9 +14,9 @@ from configs import multi_attempt as ma_config
 from rl_reason import models, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.data import templates
-from rl_reason.methods import episodes as episodes_lib
-from rl_reason.methods.base import StepContext
-from rl_reason.methods.multi_attempt import MultiAttempt, MultiAttemptSettings, episode_reward
+from rl_reason import episodes as episodes_lib
+from rl_reason.protocol import StepContext
+from rl_reason.methods.multi_attempt.method import MultiAttempt, MultiAttemptSettings, episode_reward
 
 import scripted_step  # noqa: E402
 from scripted_step import make_record  # noqa: E402

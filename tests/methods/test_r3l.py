@@ -16,8 +16,9 @@ from configs import r3l as r3l_config
 from rl_reason import models, train
 from rl_reason.config_check import ConfigError, check
 from rl_reason.data import packing, synthetic, templates, warm_start
-from rl_reason.methods import episodes as episodes_lib, r3l_trial
-from rl_reason.methods.r3l import R3L, R3LSettings
+from rl_reason import episodes as episodes_lib
+from rl_reason.methods.r3l import trial as r3l_trial
+from rl_reason.methods.r3l.method import R3L, R3LSettings
 from rl_reason.rl.losses import LossConfig, policy_loss
 from rl_reason.verifiers import ExactIntVerifier
 
@@ -303,7 +304,7 @@ def test_prompts_match_the_warm_start_token_for_token(tok):
                                          budget=500, max_attempts=3, group="g")
     for attempt in failed:
         ids = encode(tok, attempt.text) + [END]
-        n, text = episodes_lib.cut_length(tok, ids)
+        n, text = episodes_lib.attempt_length(tok, ids)
         [verdict] = ExactIntVerifier().verify_batch([text], [record.answer])
         episode.add_attempt(episodes_lib.new_attempt(
             ids, n, text, truncated=False, status=verdict.status, extracted=verdict.extracted))

@@ -1,6 +1,6 @@
 import numpy as np
 
-from rl_reason.methods.base import Row
+from rl_reason.protocol import Row
 from rl_reason.rl.batch import bucket_rows, collate, split_minibatches
 
 

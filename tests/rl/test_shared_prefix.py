@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rl_reason import models, sharding
-from rl_reason.methods.base import Row
+from rl_reason.protocol import Row
 from rl_reason.rl import batch as batch_lib
 from rl_reason.rl import logprobs as logprobs_lib
 from rl_reason.rl import losses

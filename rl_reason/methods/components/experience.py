@@ -25,8 +25,8 @@ import numpy as np
 
 from rl_reason.data.record import Record
 
-QUESTION_SELECTIONS = ("bucketed", "uniform")
-TRAJECTORY_SELECTIONS = ("lowest_entropy", "highest_entropy", "random")
+from rl_reason.methods.components.replay_settings import (QUESTION_SELECTIONS,  # noqa: E402
+                                                         TRAJECTORY_SELECTIONS)
 # Host bytes a stored token costs: an int32 id and a float32 recorded log-prob.
 BYTES_PER_TOKEN = 8
 

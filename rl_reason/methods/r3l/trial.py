@@ -33,8 +33,8 @@ from typing import Sequence
 import numpy as np
 
 from rl_reason.data import templates
-from rl_reason.methods.base import Row, Sample
-from rl_reason.methods.episodes import Attempt, ChatTurns, Episode
+from rl_reason.protocol import Row, Sample
+from rl_reason.episodes import Attempt, ChatTurns, Episode
 
 # What became of a report: a retry, or why there was none.
 RETRY = "retry"
@@ -46,7 +46,7 @@ VERDICTS = (RETRY, SUCCESS, UNPARSEABLE, OUT_OF_RANGE, TOO_LONG)
 
 # Retry modes: replay the first k attempts (the paper), or restart from the question
 # with the guidance and mask the first k attempts anyway (the released code for math).
-REPLAY, RESTART = "replay", "restart"
+from rl_reason.methods.r3l.settings import REPLAY, RESTART  # noqa: E402
 
 
 def feedback_turn(attempt: Attempt) -> dict:

@@ -2,7 +2,7 @@
 episodes in language, retries from the attempt where it went wrong with its own
 lessons as guidance, and learns from the retry as if it had found it unaided.
 
-Per step, for each of B questions (rl_reason/methods/r3l_trial.py for the
+Per step, for each of B questions (rl_reason/methods/r3l/trial.py for the
 conversations and their token ids):
 1. Base episodes: G/2 per question (all G with `reflect_retry` off), each up to
    `max_attempts` attempts on the plain prompt with verifier feedback after a wrong
@@ -42,72 +42,21 @@ from typing import Sequence
 
 import numpy as np
 
-from rl_reason import config_check
 from rl_reason.data import templates
-from rl_reason.methods import common, episodes as episodes_lib, r3l_trial
+from rl_reason import episodes as episodes_lib
+from rl_reason.methods.components import common
+from rl_reason.methods.r3l import trial as r3l_trial
+from rl_reason.methods.r3l.settings import OBJECTIVES, R3LSettings  # noqa: F401
 from rl_reason.methods.base import (FRESH, Method, Outcome, Request, Row, Sample, StepContext,
                                     loss_config_from)
-from rl_reason.methods.episodes import Episode
-from rl_reason.methods.r3l_trial import Trial
-from rl_reason.methods.sampler_shape import (ANSWER_TOKENS, CHAT_TURN_TOKENS, SamplerShape,
+from rl_reason.episodes import Episode
+from rl_reason.methods.r3l.trial import Trial
+from rl_reason.methods.components.sampler_shape import (ANSWER_TOKENS, CHAT_TURN_TOKENS, SamplerShape,
                                              rows_per_call, tokens_at_most)
 from rl_reason.rl import advantages as adv_lib
 
 REFLECTION, RETRY = "reflection", "retry"
-OBJECTIVES = ("r3l", "grpo")
 MAX_REWARD = 1.0
-
-
-@dataclasses.dataclass(frozen=True)
-class R3LSettings:
-    """`config.method` of an R3L run (defaults: the paper's, for math)."""
-
-    max_attempts: int = 3
-    reflect_retry: bool = True
-    pivotal_credit: bool = True
-    amplification: bool = True
-    alpha: float = 3.0
-    tau: float = 1.0
-    objective: str = "r3l"
-    retry_mode: str = r3l_trial.REPLAY
-    train_success_reflections: bool = True
-    reflection_max_new_tokens: int = 128
-    max_reflection_prompt_len: int = 1024
-
-    def __post_init__(self):
-        def fail(message):
-            raise ValueError(f"method.{message}")
-
-        if self.max_attempts < 1:
-            fail(f"max_attempts={self.max_attempts} must be >= 1")
-        if self.alpha <= 0 or self.tau < 0:
-            fail(f"alpha={self.alpha} must be > 0 and tau={self.tau} >= 0")
-        if self.objective not in OBJECTIVES:
-            fail(f"objective={self.objective!r}: one of {OBJECTIVES}")
-        if self.objective == "grpo" and self.amplification:
-            fail("amplification is R3L's objective's; objective='grpo' takes GRPO's "
-                 "advantages (loss.estimator), so set amplification=False")
-        if self.retry_mode not in (r3l_trial.REPLAY, r3l_trial.RESTART):
-            fail(f"retry_mode={self.retry_mode!r}: one of "
-                 f"{(r3l_trial.REPLAY, r3l_trial.RESTART)}")
-        if self.reflection_max_new_tokens < 1 or self.max_reflection_prompt_len < 1:
-            fail(f"reflection_max_new_tokens={self.reflection_max_new_tokens} and "
-                 f"max_reflection_prompt_len={self.max_reflection_prompt_len} must be >= 1")
-
-    @classmethod
-    def from_config(cls, config) -> "R3LSettings":
-        """The settings of `config.method`, or ConfigError naming the key."""
-        settings = episodes_lib.episode_settings(cls, config, "r3l")
-        G = config.rollout.group_size
-        if settings.reflect_retry and (G < 2 or G % 2):
-            raise config_check.ConfigError(
-                f"rollout.group_size={G}: R3L runs G/2 base episodes a question (the other "
-                "half of the group are their retries), so G must be even and >= 2")
-        return settings
-
-    @property
-    def base_episodes_share(self) -> float:
-        return 0.5 if self.reflect_retry else 1.0
 
 
 def reward(episode: Episode) -> float:

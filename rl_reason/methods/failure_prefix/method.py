@@ -40,10 +40,11 @@ import numpy as np
 
 from rl_reason.data import templates
 from rl_reason.data.record import Record
-from rl_reason.methods import common
-from rl_reason.methods import failure_prefix_mining as mining
-from rl_reason.methods.base import FRESH, Method, Request, Sample, StepContext
-from rl_reason.methods.sampler_shape import SamplerShape, rows_per_call
+from rl_reason.methods.components import common
+from rl_reason.methods.failure_prefix import mining
+from rl_reason.methods.base import Method
+from rl_reason.protocol import FRESH, Request, Sample, StepContext
+from rl_reason.methods.components.sampler_shape import SamplerShape, rows_per_call
 
 PASS_RATE, MINING, PROBE = "pass_rate", "mining", "probe"
 METRIC = "failure_prefix/"
@@ -84,7 +85,7 @@ class FailurePrefix(Method):
         pass-rate and mining calls ask for more rows than a step."""
         s = mining.FailurePrefixSettings.from_config(config)
         r = config.rollout
-        prefix = mining.cut_length(r.max_new_tokens, max(s.cut_fractions))
+        prefix = mining.prefix_length(r.max_new_tokens, max(s.cut_fractions))
         rows = max(r.prompts_per_step * r.group_size, s.pool_size * s.pass_samples,
                    s.pool_size * s.mining_samples,
                    s.pool_size * s.max_failures * len(s.cut_fractions) * s.probe_samples)

@@ -28,38 +28,12 @@ without it.
 
 from __future__ import annotations
 
-import dataclasses
+from rl_reason.methods.components import hints
+from rl_reason.methods.components.replay import ExperienceReplay
+from rl_reason.methods.lte_exgrpo.settings import HINT_KEYS, LTEExGRPOSettings
+from rl_reason.protocol import FRESH, StepContext
 
-from rl_reason.methods import hints
-from rl_reason.methods.base import FRESH, StepContext
-from rl_reason.methods.exgrpo import ExGRPO, Settings as ExGRPOSettings
-
-HINT_KEYS = tuple(f.name for f in dataclasses.fields(hints.HintSettings))
-
-
-@dataclasses.dataclass(frozen=True)
-class LTEExGRPOSettings:
-    """The `config.method` block of the composition: ExGRPO's keys and LTE's."""
-
-    exgrpo: ExGRPOSettings
-    hints: hints.HintSettings
-
-    @classmethod
-    def from_config(cls, config) -> "LTEExGRPOSettings":
-        from rl_reason.config_check import ConfigError
-
-        missing = sorted(set(HINT_KEYS) - set(config.method.keys()))
-        if missing:
-            raise ConfigError(f"method: an lte_exgrpo run needs LTE's keys too; missing {missing}")
-        settings = cls(exgrpo=ExGRPOSettings.from_config(config, HINT_KEYS),
-                       hints=hints.HintSettings.from_method_block(config.method, "lte_exgrpo"))
-        if not settings.hints.hinted:
-            raise ConfigError("method.extra_prompt='plain': the composition hints; the "
-                              "plain-prompt control is an LTE variant")
-        return settings
-
-
-class LTEExGRPO(ExGRPO):
+class LTEExGRPO(ExperienceReplay):
     name = "lte_exgrpo"
     Settings = LTEExGRPOSettings
     composed_keys = HINT_KEYS
@@ -70,7 +44,7 @@ class LTEExGRPO(ExGRPO):
 
     @classmethod
     def sampler_shape(cls, config):
-        """LTE's hinted round (methods/hints.py); replayed trajectories are never
+        """LTE's hinted round (methods/components/hints.py); replayed trajectories are never
         sampled, and the buffer's host memory is ExGRPO's."""
         return hints.sampler_shape(config, LTEExGRPOSettings.from_config(config).hints)
 

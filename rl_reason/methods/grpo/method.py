@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rl_reason.methods import common
+from rl_reason.methods.components import common
 from rl_reason.methods.base import Method, StepContext
 
 

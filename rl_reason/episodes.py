@@ -50,7 +50,7 @@ import numpy as np
 
 from rl_reason.data import templates
 from rl_reason.data.record import Record
-from rl_reason.methods.base import FRESH, Request, Row, Sample
+from rl_reason.protocol import FRESH, Request, Row, Sample
 from rl_reason.models.tokenizer import apply_chat
 from rl_reason.verifiers import cut_after_first_box
 
@@ -62,7 +62,7 @@ ANSWERED = ("correct", "wrong")
 
 # ----------------------------------------------------------------------------- attempts
 
-def cut_length(tokenizer, response: Sequence[int]) -> tuple[int, str]:
+def attempt_length(tokenizer, response: Sequence[int]) -> tuple[int, str]:
     """(n, text): the attempt is response[:n]; text is what the verifier scores (the
     decoded response up to its first complete box, special tokens dropped)."""
     response = list(response)
@@ -80,23 +80,6 @@ def cut_length(tokenizer, response: Sequence[int]) -> tuple[int, str]:
         else:
             lo = mid + 1
     return lo, text
-
-
-def episode_settings(settings_cls, config, method: str):
-    """The settings of an episode method's `config.method`, or ConfigError: an unknown
-    key, a bad value, or a loss switch made for single responses (DAPO's refill and
-    overlong shaping act on responses, and here episodes are the group members)."""
-    from rl_reason.config_check import ConfigError, method_block
-
-    given = method_block(settings_cls, config, method)
-    if config.loss.dynamic_sampling or config.loss.overlong_buffer:
-        raise ConfigError(f"{method} does not support loss.dynamic_sampling or "
-                          "loss.overlong_buffer (episodes, not single responses, are the "
-                          "group members)")
-    try:
-        return settings_cls(**given)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(str(e)) from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +117,7 @@ class Attempt:
 def new_attempt(response: Sequence[int], length: int, text: str, *, truncated: bool,
                 status: str, extracted: str | None,
                 policy_logprobs: np.ndarray | None = None) -> Attempt:
-    """The attempt response[:length] (`cut_length`) of a sampled response that was
+    """The attempt response[:length] (`attempt_length`) of a sampled response that was
     `truncated` (hit its budget without a stop token), with its verifier verdict."""
     if not 1 <= length <= len(response):
         raise ValueError(f"new_attempt: length {length} outside 1..{len(response)}")
@@ -151,7 +134,7 @@ def attempt_from_sample(tokenizer, sample: Sample) -> Attempt:
     if not sample.request.answer_at_first_box or sample.request.prefix:
         raise ValueError("attempt_from_sample: the request must be an episode's "
                          "(answer_at_first_box, no prefix)")
-    length, text = cut_length(tokenizer, sample.response)
+    length, text = attempt_length(tokenizer, sample.response)
     if text != sample.text:
         raise ValueError(f"attempt_from_sample: the verified text {sample.text!r} is not the "
                          f"response's cut {text!r}")

@@ -1,4 +1,6 @@
-"""ExGRPO: learning from the policy's own past successes (docs/methods.md, "ExGRPO").
+"""ExGRPO's machinery: learning from the policy's own past successes (docs/methods.md,
+"ExGRPO"). The ExGRPO method (methods/exgrpo) is this class; LTE + ExGRPO
+(methods/lte_exgrpo) composes it with LTE's hints.
 
 One step (B prompts, G samples each):
 
@@ -31,78 +33,22 @@ import math
 
 import numpy as np
 
-from rl_reason.config_check import ConfigError
-from rl_reason.methods import common
+from rl_reason.methods.components import common
 from rl_reason.methods.base import FRESH, Method, Request, Sample, StepContext, loss_config_from
-from rl_reason.methods.experience import (BYTES_PER_TOKEN, QUESTION_SELECTIONS,
-                                          TRAJECTORY_SELECTIONS, ExperienceBuffer, Trajectory,
-                                          pick_trajectory, select_questions, text_key)
-from rl_reason.methods.sampler_shape import SamplerShape, default_shape
+from rl_reason.methods.components.experience import (BYTES_PER_TOKEN, ExperienceBuffer,
+                                                     Trajectory, pick_trajectory,
+                                                     select_questions, text_key)
+from rl_reason.methods.components.replay_settings import ReplaySettings
+from rl_reason.methods.components.sampler_shape import SamplerShape, default_shape
 
 REPLAY = "replay"   # tag of a replay group's fresh samples (and of its stored trajectory)
 PREFIX = "exgrpo/"
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """config.method of an ExGRPO run; checked when built (before any compute).
+class ExperienceReplay(Method):
+    """ExGRPO's step; subclasses name the method and its settings class."""
 
-    mixing_threshold: mixing starts (for good) after a step whose fresh accuracy
-        exceeds this.
-    replay_ratio: rho; n_exp = min(floor(rho * B), eligible questions).
-    question_selection: 'bucketed' (Gaussian weights over k) or 'uniform'.
-    bucket_sd: sd of the bucket weights N(k; G/2, sd).
-    trajectory_selection: 'lowest_entropy', 'highest_entropy' or 'random'.
-    drop_clip_when_mixing: no PPO clip on on-policy tokens once mixing is on.
-    store_before_mixing: store successes from step 1, not only once mixing is on.
-    retire_solved: retire questions whose own samples (all a step drew on the plain
-        prompt for the group) are all correct.
-    """
-
-    mixing_threshold: float = 0.35
-    replay_ratio: float = 0.5
-    question_selection: str = "bucketed"
-    bucket_sd: float = 1.0
-    trajectory_selection: str = "lowest_entropy"
-    drop_clip_when_mixing: bool = True
-    store_before_mixing: bool = False
-    retire_solved: bool = True
-
-    def __post_init__(self):
-        def require(ok, message):
-            if not ok:
-                raise ConfigError(f"method.{message}")
-
-        require(0.0 <= self.mixing_threshold <= 1.0,
-                f"mixing_threshold={self.mixing_threshold} must be in [0, 1]")
-        require(0.0 <= self.replay_ratio <= 1.0,
-                f"replay_ratio={self.replay_ratio} must be in [0, 1]")
-        require(self.question_selection in QUESTION_SELECTIONS,
-                f"question_selection={self.question_selection!r}: one of {QUESTION_SELECTIONS}")
-        require(self.bucket_sd > 0, f"bucket_sd={self.bucket_sd} must be > 0")
-        require(self.trajectory_selection in TRAJECTORY_SELECTIONS,
-                f"trajectory_selection={self.trajectory_selection!r}: one of "
-                f"{TRAJECTORY_SELECTIONS}")
-
-    @classmethod
-    def from_config(cls, config, other_keys=()) -> "Settings":
-        """ExGRPO's keys of `config.method`; `other_keys` belong to a method composed
-        with it (lte_exgrpo) and are left to that method."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        given = set(config.method.keys()) - set(other_keys)
-        if given != set(names):
-            raise ConfigError(f"method: an ExGRPO run needs exactly the keys {sorted(names)}; "
-                              f"missing {sorted(set(names) - given)}, unknown "
-                              f"{sorted(given - set(names))}")
-        if config.loss.dynamic_sampling:
-            raise ConfigError("loss.dynamic_sampling=True: ExGRPO composes its own batch "
-                              "(replay groups + fresh prompts); DAPO's refill does not apply")
-        return cls(**{n: config.method[n] for n in names})
-
-
-class ExGRPO(Method):
-    name = "exgrpo"
-    Settings = Settings
+    Settings = ReplaySettings
     # The buffer's k counts successes out of G: a resume with another G would bucket
     # every stored question wrongly.
     identity_keys = ("rollout.group_size",)
@@ -111,7 +57,7 @@ class ExGRPO(Method):
 
     def __init__(self, config, tokenizer):
         super().__init__(config, tokenizer)
-        self.settings = Settings.from_config(config, self.composed_keys)
+        self.settings = ReplaySettings.from_config(config, self.composed_keys)
         self.buffer = ExperienceBuffer()
         self.mixing = False
         self.retired = 0

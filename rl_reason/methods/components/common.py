@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from rl_reason.data import templates
-from rl_reason.methods.base import FRESH, Request, Row, Sample
+from rl_reason.protocol import FRESH, Request, Row, Sample
 from rl_reason.rl import advantages as adv_lib
 
 

@@ -9,8 +9,8 @@ import pytest
 from rl_reason import models
 from rl_reason.data import record as record_lib
 from rl_reason.data import templates
-from rl_reason.methods import episodes
-from rl_reason.methods.episodes import ChatTurns, Episode, cut_length, new_attempt
+from rl_reason import episodes
+from rl_reason.episodes import ChatTurns, Episode, attempt_length, new_attempt
 
 RECORD = record_lib.Record(problem="What is 3+4?", answer="7",
                            id=record_lib.problem_id("What is 3+4?"), source="test")
@@ -36,18 +36,18 @@ def test_an_attempt_is_cut_after_its_first_box_at_the_token_level():
     tok = PieceTokenizer(PIECES)
     # "x=3. \boxed{3}. more \boxed{4}<eot>": the first box closes inside the token "}.",
     # so the attempt is the first 5 tokens; the text scored stops at the brace.
-    assert cut_length(tok, [1, 2, 3, 4, 5, 6, 7, 0]) == (5, "x=3. \\boxed{3}")
+    assert attempt_length(tok, [1, 2, 3, 4, 5, 6, 7, 0]) == (5, "x=3. \\boxed{3}")
     # Nothing but the end-of-turn after the box: the whole response, end-of-turn kept.
-    assert cut_length(tok, [1, 2, 3, 4, 8, 0]) == (6, "x=3. \\boxed{3}")
+    assert attempt_length(tok, [1, 2, 3, 4, 8, 0]) == (6, "x=3. \\boxed{3}")
     # No box: everything.
-    assert cut_length(tok, [1, 2, 6]) == (3, "x=3.  more")
+    assert attempt_length(tok, [1, 2, 6]) == (3, "x=3.  more")
 
 
 def test_the_cut_takes_logarithmically_many_decodes():
     tok = PieceTokenizer(PIECES)
     response = [3, 4, 8] + [6] * 1000
     tok.decodes = 0
-    assert cut_length(tok, response) == (3, "\\boxed{3}")
+    assert attempt_length(tok, response) == (3, "\\boxed{3}")
     # One decode of the whole response, then a binary search over 1..1003.
     assert tok.decodes <= 1 + math.ceil(math.log2(len(response))) + 1
 
@@ -97,7 +97,7 @@ def _attempt(tok, text, *, stop, status, truncated=False, extracted=None, budget
     ids = encode(tok, text) + ([tok.convert_tokens_to_ids("<|im_end|>")] if stop else [])
     if budget is not None and len(ids) > budget:
         ids, truncated = ids[:budget], True
-    n, scored = cut_length(tok, ids)
+    n, scored = attempt_length(tok, ids)
     return ids, new_attempt(ids, n, scored, truncated=truncated, status=status,
                             extracted=extracted)
 

@@ -20,30 +20,17 @@ Per step:
 
 The `grpo_extra_rollouts` control (method.extra_prompt='plain') spends the same extra
 samples on the plain prompt with the same replacement rule; its extra responses are
-on-policy and trained as such. The mechanism lives in methods/hints.py.
+on-policy and trained as such. The mechanism lives in methods/components/hints.py.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from rl_reason.methods import common, hints
-from rl_reason.methods.base import FRESH, Method, Request, Sample, StepContext
-
-
-class LTESettings(hints.HintSettings):
-    """The `config.method` keys of an LTE run (hints.HintSettings), checked with the
-    run config."""
-
-    @classmethod
-    def from_config(cls, config) -> "LTESettings":
-        from rl_reason.config_check import ConfigError, method_block
-
-        given = method_block(cls, config, "lte")
-        if config.loss.dynamic_sampling:
-            raise ConfigError("loss.dynamic_sampling=True: LTE does not refill batches; it "
-                              "spends its extra samples on none-pass groups instead")
-        return cls(**given)
+from rl_reason.methods.components import common, hints
+from rl_reason.methods.lte.settings import LTESettings
+from rl_reason.methods.base import Method
+from rl_reason.protocol import FRESH, Request, Sample, StepContext
 
 
 class LTE(Method):
@@ -56,7 +43,7 @@ class LTE(Method):
 
     @classmethod
     def sampler_shape(cls, config):
-        """The hinted round's prompts are the longest (methods/hints.py)."""
+        """The hinted round's prompts are the longest (methods/components/hints.py)."""
         return hints.sampler_shape(config, LTESettings.from_config(config))
 
     def prepare(self, ctx: StepContext) -> list[Request]:

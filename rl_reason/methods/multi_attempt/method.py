@@ -2,7 +2,7 @@
 episode, "incorrect, k attempts left" after each wrong one, trained with the GRPO
 estimator over a group of episodes per question.
 
-Per step, for each of B questions, G episodes (rl_reason/methods/episodes.py):
+Per step, for each of B questions, G episodes (rl_reason/episodes.py):
 1. The attempt budget N is drawn uniformly from {min_attempts..max_attempts}, once per
    question by default (`budget_per`): the G episodes of a group then face the same
    N, so the group mean, GRPO's baseline, compares like with like (the authors' PPO
@@ -36,43 +36,14 @@ import numpy as np
 
 from rl_reason import evaluation_metrics
 from rl_reason.data import templates
-from rl_reason.methods import common, episodes as episodes_lib
-from rl_reason.methods.base import FRESH, Method, Outcome, Sample, StepContext
-from rl_reason.methods.episodes import Episode
-from rl_reason.methods.sampler_shape import (CHAT_TURN_TOKENS, SamplerShape, rows_per_call,
+from rl_reason import episodes as episodes_lib
+from rl_reason.methods.components import common
+from rl_reason.methods.base import Method
+from rl_reason.methods.multi_attempt.settings import OUTCOMES, MultiAttemptSettings
+from rl_reason.protocol import FRESH, Outcome, Sample, StepContext
+from rl_reason.episodes import Episode
+from rl_reason.methods.components.sampler_shape import (CHAT_TURN_TOKENS, SamplerShape, rows_per_call,
                                              tokens_at_most)
-
-BUDGET_PER = ("question", "episode")
-REWARD_RULES = ("sticky", "last_attempt")
-OUTCOMES = ("solved", "wrong", "no_answer")
-
-
-@dataclasses.dataclass(frozen=True)
-class MultiAttemptSettings:
-    """`config.method` of a multi-attempt run (defaults: the paper's)."""
-
-    min_attempts: int = 1
-    max_attempts: int = 5
-    budget_per: str = "question"
-    reward_correct: float = 1.0
-    reward_wrong: float = -0.5
-    reward_no_answer: float = -1.0
-    reward_rule: str = "sticky"
-
-    def __post_init__(self):
-        if not 1 <= self.min_attempts <= self.max_attempts:
-            raise ValueError(f"method.min_attempts={self.min_attempts} and max_attempts="
-                             f"{self.max_attempts} need 1 <= min_attempts <= max_attempts")
-        if self.budget_per not in BUDGET_PER:
-            raise ValueError(f"method.budget_per={self.budget_per!r}: one of {BUDGET_PER}")
-        if self.reward_rule not in REWARD_RULES:
-            raise ValueError(f"method.reward_rule={self.reward_rule!r}: one of {REWARD_RULES}")
-
-    @classmethod
-    def from_config(cls, config) -> "MultiAttemptSettings":
-        """The settings of `config.method`, or ConfigError naming the key."""
-        return episodes_lib.episode_settings(cls, config, "multi_attempt")
-
 
 def outcome_of(episode: Episode, rule: str) -> str:
     """Which reward the episode earns (module docstring, point 3): solved, wrong (an
