@@ -44,10 +44,11 @@ def test_dial_table_has_a_column_per_setting_with_each_ratio():
 def test_summary_reads_the_json_of_each_setting(tmp_path, capsys):
     path = tmp_path / "s0.json"
     path.write_text(json.dumps(_measured(0.3, 0.1, 0.5, 0.25, 0.2, 0.2)))
-    premises.main(["--summary", f"0={path}"])
+    never = lambda *a: pytest.fail("--summary measured a policy")
+    premises.main(["--summary", f"0={path}"], base_policy=never)
     out = capsys.readouterr().out
     assert out.startswith("| premise | skill 0 |") and "(3.00x)" in out and "(2.00x)" in out
     for bad in (["--summary", "0"], ["--summary", f"0={tmp_path / 'missing.json'}"]):
         with pytest.raises(SystemExit) as exit_info:
-            premises.main(bad)
+            premises.main(bad, base_policy=never)
         assert exit_info.value.code == 2
