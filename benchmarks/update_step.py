@@ -74,7 +74,7 @@ def grpo_batch(rows: int, length: int, response: int = 32, seed: int = 0) -> dic
 def shared_batch(batch: dict, group: int, blocks: int, response: int = 32) -> dict:
     """grpo_batch's rows with each group of `group` rows given its first row's prompt:
     the shared-prefix layout (rl/batch.py collate_shared) of those rows."""
-    from rl_reason.methods.base import Row
+    from rl_reason.protocol import Row
     from rl_reason.rl import batch as batch_lib
     rows = []
     for i in range(batch["tokens"].shape[0]):
