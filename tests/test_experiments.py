@@ -475,3 +475,31 @@ def test_identical_arms_of_two_sweeps_train_once(tiny_policy, tmp_path, monkeypa
         results = sweep("d", [arm])
     assert len(calls) == 3 and results == {}
     assert sweep("d", [arm])["grpo"][0]["eval/greedy_accuracy"] == 0.5 and len(calls) == 4
+
+
+import premise_dial  # noqa: E402
+
+
+def test_premise_dial_refuses_bad_settings_and_world_overrides():
+    for bad, message in ((["--skills=0,1.5"], "in \\[0, 1\\]"), (["--skills=a"], "comma-separated"),
+                         (["--config.world.skill=0.5"], "sets world.name and world.skill")):
+        with pytest.raises(SystemExit, match=message):
+            premise_dial.main(bad + ["--smoke"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)     # four runs of the real base policy, not the tiny one
+def test_premise_dial_smoke_runs_each_setting_from_its_own_base_policy(tmp_path):
+    """Two tiny steps per arm at two dial settings, each from that setting's shipped
+    base policy; the table has method minus GRPO at each setting."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    premise_dial.main(["--smoke", "--skills=0,1", "--arms=grpo,lte", f"--out={out}",
+                       f"--runs={runs}"])
+    text = (out / "results.md").read_text()
+    for skill in ("0", "1"):
+        assert f"| {skill} | lte |" in text
+        world = json.loads((runs / f"skill{skill}" / "grpo" / "seed0" / "world.json").read_text())
+        assert (world["version"], world["skill"]) == ("traps_v1", float(skill))
+    summary = json.loads((out / "results.json").read_text())
+    assert set(summary["differences"]) == {"0", "1"}
+    assert (out / "dial.png").stat().st_size > 0
