@@ -61,8 +61,9 @@ def get_config(arg: str = ""):
     c.method = config_block(ExGRPOSettings(mixing_threshold=0.15))
     # The released code's loss: A = r - mean(group), replayed tokens shaped by
     # w/(w+0.1), entropy bonus, no KL; updates with a gradient norm above 500 skipped.
-    c.loss.update(norm_by_std=False, entropy_coef=0.001, kl_coef=0.0,
-                  off_policy_weight="shaped", shaping_gamma=0.1)
+    c.advantage.norm_by_std = False
+    c.loss.update(entropy_coef=0.001, kl_coef=0.0, off_policy_weight="shaped",
+                  shaping_gamma=0.1)
     c.optim.update(skip_grad_norm_above=500.0, grad_clip=1.0)
     apply_variant(c, arg)
     c.lock()
