@@ -1,9 +1,9 @@
-"""The RL update alone: model FLOP/s of train_step's jitted update against the matmul peak.
+"""The RL update alone: model FLOP/s of rl_reason.update's jitted update against the matmul peak.
 
     python benchmarks/update_step.py [--shapes 64x64,64x128,512x128] [--repeats 3]
                                      [--micro-batches 0] [--remat] [--json PATH]
 
-The update is rl_reason's own (train_step.build_step_functions: log-probs with
+The update is rl_reason's own (update.build_step_functions: log-probs with
 entropy, GRPO loss, backward pass, global-norm clip, AdamW, the skip guard), on the
 Qwen2 19M model of benchmarks/grpo_step.py with random weights, for batches of
 [rows, length] whose rows are all real tokens but the last one (as a 95-token prompt
@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.timing import matmul_peak_flops  # noqa: E402
 from benchmarks.train_step import update_flops_per_token  # noqa: E402
-from rl_reason import models, sharding, train_step  # noqa: E402
+from rl_reason import models, sharding, update  # noqa: E402
 from rl_reason.models import transformer  # noqa: E402
 from rl_reason.rl import losses  # noqa: E402
 
@@ -93,11 +93,11 @@ def build_update(rows: int, micro_batches: int, remat: bool):
     params = jax.jit(transformer.init_params, static_argnums=0)(MODEL, jax.random.PRNGKey(0))
     optim = ml_collections.ConfigDict(dict(learning_rate=1e-5, warmup_steps=0,
                                            weight_decay=0.0, b1=0.9, b2=0.999, grad_clip=1.0))
-    optimizer = train_step.make_optimizer(optim)
-    state_sh = train_step.state_shardings(sharding.param_shardings(MODEL, mesh), optimizer,
+    optimizer = update.make_optimizer(optim)
+    state_sh = update.state_shardings(sharding.param_shardings(MODEL, mesh), optimizer,
                                           jax.eval_shape(lambda p: p, params), mesh)
-    state = train_step.init_state(params, optimizer, state_sh)
-    fns = train_step.build_step_functions(
+    state = update.init_state(params, optimizer, state_sh)
+    fns = update.build_step_functions(
         MODEL, losses.LossConfig(), optimizer, state_sh, mesh, temperature=1.0,
         logprob_chunk=0, remat=remat, skip_grad_norm_above=0.0, micro_batches=micro_batches)
     return fns.update, state

@@ -87,13 +87,27 @@ def get_base_config() -> ml_collections.ConfigDict:
         # The KV cache's dtype in rollouts and evaluation ('' = model.dtype): 'bfloat16'
         # halves its memory and reads at float32 compute, rounding keys and values.
         cache_dtype="",
+        dynamic_sampling=False,   # DAPO: drop all-equal groups and refill
+        max_refill_rounds=3,
+    ))
+
+    # Reward shaping before the advantages (docs/methods.md, "GRPO").
+    c.reward = ml_collections.ConfigDict(dict(
+        overlong_buffer=0,        # DAPO overlong shaping: tokens before the limit
+        overlong_penalty=1.0,
+        mask_truncated=False,     # DAPO: no loss on truncated responses
+    ))
+
+    # The group advantage estimator (docs/methods.md, "GRPO"; rl_reason/rl/advantages.py).
+    c.advantage = ml_collections.ConfigDict(dict(
+        estimator="grpo",         # 'grpo' or 'rloo'
+        norm_by_std=True,         # False = Dr.GRPO
     ))
 
     # The policy loss (docs/methods.md, "GRPO" and "Off-policy tokens"); methods may
-    # override defaults.
+    # override defaults. Only keys that reach the loss (rl_reason/rl/losses.py
+    # LossConfig) live here.
     c.loss = ml_collections.ConfigDict(dict(
-        estimator="grpo",         # 'grpo' or 'rloo'
-        norm_by_std=True,         # False = Dr.GRPO
         clip_low=0.2,
         clip_high=0.2,            # 0.28 = DAPO clip-higher
         aggregation="token-mean", # 'token-mean' | 'seq-mean-token-mean' | 'constant'
@@ -105,11 +119,6 @@ def get_base_config() -> ml_collections.ConfigDict:
         # 'none' (-A * log p, no importance correction).
         off_policy_weight="shaped",
         clip_on_policy=True,
-        dynamic_sampling=False,   # DAPO: drop all-equal groups and refill
-        max_refill_rounds=3,
-        overlong_buffer=0,        # DAPO overlong shaping: tokens before the limit
-        overlong_penalty=1.0,
-        mask_truncated=False,     # DAPO: no loss on truncated responses
     ))
 
     c.optim = ml_collections.ConfigDict(dict(

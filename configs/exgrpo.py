@@ -33,7 +33,9 @@ from rl_reason.config_blocks import config_block
 from rl_reason.errors import UnknownVariantError
 from rl_reason.methods.exgrpo.settings import ExGRPOSettings
 
-ABLATIONS = {
+# Each named ablation's overrides; ABLATIONS (the names, a tuple as in every config)
+# is what experiments/ablate.py runs.
+ABLATION_OVERRIDES = {
     "no_question_selection": {"method.question_selection": "uniform"},
     "random_trajectory": {"method.trajectory_selection": "random"},
     "highest_entropy": {"method.trajectory_selection": "highest_entropy"},
@@ -41,6 +43,7 @@ ABLATIONS = {
     "rho025": {"method.replay_ratio": 0.25},
     "rho075": {"method.replay_ratio": 0.75},
 }
+ABLATIONS = tuple(ABLATION_OVERRIDES)
 MODEL_VARIANTS = ("tiny", "qwen25_math_1p5b", "qwen3_4b")
 # The paper's names for keys: `--config.method.rho=0.25` is answered with the key it
 # means (rl_reason/config_flag.py).
@@ -58,8 +61,9 @@ def get_config(arg: str = ""):
     c.method = config_block(ExGRPOSettings(mixing_threshold=0.15))
     # The released code's loss: A = r - mean(group), replayed tokens shaped by
     # w/(w+0.1), entropy bonus, no KL; updates with a gradient norm above 500 skipped.
-    c.loss.update(norm_by_std=False, entropy_coef=0.001, kl_coef=0.0,
-                  off_policy_weight="shaped", shaping_gamma=0.1)
+    c.advantage.norm_by_std = False
+    c.loss.update(entropy_coef=0.001, kl_coef=0.0, off_policy_weight="shaped",
+                  shaping_gamma=0.1)
     c.optim.update(skip_grad_norm_above=500.0, grad_clip=1.0)
     apply_variant(c, arg)
     c.lock()
@@ -69,7 +73,7 @@ def get_config(arg: str = ""):
 def apply_variant(c, arg: str) -> None:
     for part in filter(None, arg.split(",")):
         if part in ABLATIONS:
-            for dotted, value in ABLATIONS[part].items():
+            for dotted, value in ABLATION_OVERRIDES[part].items():
                 section, name = dotted.split(".")
                 c[section][name] = value
         elif part in MODEL_VARIANTS:

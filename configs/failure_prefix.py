@@ -102,7 +102,7 @@ def authors_grpo(c) -> None:
     AdamW weight decay 0.1, grad-norm clip 0.1, 2 optimizer steps per rollout batch
     (two minibatches; qwen3_4b keeps the 4 its GRPO variant needs for memory)."""
     c.rollout.group_size = 16
-    c.loss.update(estimator="grpo", norm_by_std=True, aggregation="token-mean",
-                  clip_low=0.2, clip_high=0.4, kl_coef=0.0)
+    c.advantage.update(estimator="grpo", norm_by_std=True)
+    c.loss.update(aggregation="token-mean", clip_low=0.2, clip_high=0.4, kl_coef=0.0)
     c.optim.update(learning_rate=1e-6, weight_decay=0.1, grad_clip=0.1,
                    num_minibatches=max(2, c.optim.num_minibatches))

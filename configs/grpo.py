@@ -39,10 +39,12 @@ def apply_variant(c, arg: str) -> None:
             c.data.update(embedded_train_size=200, embedded_eval_size=16)
             c.eval.update(num_samples=2, ks=(1, 2), max_problems=16)
         elif part == "dapo":
-            c.loss.update(clip_low=0.2, clip_high=0.28, dynamic_sampling=True,
-                          overlong_buffer=16, mask_truncated=False, kl_coef=0.0)
+            c.loss.update(clip_low=0.2, clip_high=0.28, kl_coef=0.0)
+            c.rollout.dynamic_sampling = True
+            c.reward.update(overlong_buffer=16, mask_truncated=False)
         elif part == "drgrpo":
-            c.loss.update(norm_by_std=False, aggregation="constant")
+            c.advantage.norm_by_std = False
+            c.loss.aggregation = "constant"
         elif part == "qwen25_math_1p5b":
             real_math_run(c)
             c.model.update(dtype="bfloat16", param_dtype="float32", remat=True,

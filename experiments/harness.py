@@ -45,6 +45,7 @@ for _path in (ROOT, os.path.join(ROOT, "experiments")):
 import numpy as np  # noqa: E402
 
 from rl_reason import plot  # noqa: E402
+from rl_reason.config_flag import moved_key  # noqa: E402
 from rl_reason.data import worlds  # noqa: E402
 
 TOKENS = "budget/generated_tokens"
@@ -81,7 +82,7 @@ def set_key(config, dotted: str, value, *, parse: bool = False) -> None:
     for s in sections:
         node = node[s]
     if name not in node:
-        raise KeyError(f"unknown config key {dotted!r}")
+        raise KeyError(moved_key(dotted) or f"unknown config key {dotted!r}")
     node[name] = parse_value(node[name], value) if parse else value
 
 

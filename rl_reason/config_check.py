@@ -68,10 +68,19 @@ def check(c, num_devices: int | None = None) -> None:
     _require(r.cache_dtype in ("",) + DTYPES,
              f"rollout.cache_dtype={r.cache_dtype!r}: '' (model.dtype) or one of {DTYPES}")
 
-    l = c.loss
-    _require(l.estimator in ESTIMATORS, f"loss.estimator={l.estimator!r}: one of {ESTIMATORS}")
+    _require(r.max_refill_rounds >= 0, "rollout.max_refill_rounds must be >= 0")
+
+    a = c.advantage
+    _require(a.estimator in ESTIMATORS,
+             f"advantage.estimator={a.estimator!r}: one of {ESTIMATORS}")
     _require(r.group_size >= 2, f"rollout.group_size={r.group_size}: a group estimator "
-             f"({l.estimator!r}) needs at least 2 samples per prompt")
+             f"({a.estimator!r}) needs at least 2 samples per prompt")
+
+    _require(0 <= c.reward.overlong_buffer < r.max_new_tokens,
+             f"reward.overlong_buffer={c.reward.overlong_buffer} must be in "
+             "[0, rollout.max_new_tokens)")
+
+    l = c.loss
     _require(l.aggregation in AGGREGATIONS,
              f"loss.aggregation={l.aggregation!r}: one of {AGGREGATIONS}")
     _require(l.kl_estimator in KL_ESTIMATORS,
@@ -82,9 +91,6 @@ def check(c, num_devices: int | None = None) -> None:
     _require(l.shaping_gamma > 0, "loss.shaping_gamma must be > 0")
     _require(l.off_policy_weight in OFF_POLICY_WEIGHTS,
              f"loss.off_policy_weight={l.off_policy_weight!r}: one of {OFF_POLICY_WEIGHTS}")
-    _require(0 <= l.overlong_buffer < r.max_new_tokens,
-             f"loss.overlong_buffer={l.overlong_buffer} must be in [0, rollout.max_new_tokens)")
-    _require(l.max_refill_rounds >= 0, "loss.max_refill_rounds must be >= 0")
 
     o = c.optim
     _require(o.learning_rate > 0, "optim.learning_rate must be > 0")

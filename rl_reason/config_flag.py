@@ -12,6 +12,8 @@ variant or an override key does not exist (a 30-line traceback, at best ending i
     --config.rollout.group_sise=4            the key and the closest one that exists
     --config.method.rho=0.25                 (exgrpo) method.replay_ratio, the key the
                                              paper calls rho (a config's PAPER_NAMES)
+    --config.loss.estimator=rloo             loss.estimator moved to advantage.estimator
+                                             (MOVED_KEYS: keys that changed place)
 
 A config file raises `errors.UnknownVariantError` (which lists its variants) for a
 variant it does not define; any other exception while building a config is a bug in
@@ -34,6 +36,25 @@ from rl_reason.errors import UnknownVariantError, UserError, one_line
 
 class ConfigFlagError(UserError, ValueError):
     """A `--config` file, variant or override key that does not exist."""
+
+
+# Keys that changed place, old -> new: an old key on the command line is answered with
+# its new place. Issue 29: `loss` keeps only the keys that reach the loss (LossConfig);
+# the advantage estimator, reward shaping and DAPO's batch refill have blocks of theirs.
+MOVED_KEYS = {
+    "loss.estimator": "advantage.estimator",
+    "loss.norm_by_std": "advantage.norm_by_std",
+    "loss.overlong_buffer": "reward.overlong_buffer",
+    "loss.overlong_penalty": "reward.overlong_penalty",
+    "loss.mask_truncated": "reward.mask_truncated",
+    "loss.dynamic_sampling": "rollout.dynamic_sampling",
+    "loss.max_refill_rounds": "rollout.max_refill_rounds",
+}
+
+
+def moved_key(key: str) -> str | None:
+    """'<key> moved to <new key>' for a key that changed place (MOVED_KEYS), else None."""
+    return f"{key} moved to {MOVED_KEYS[key]}" if key in MOVED_KEYS else None
 
 
 def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues | None = None,
@@ -83,7 +104,7 @@ def diagnose(argv: Sequence[str], name: str = "config") -> str | None:
     for key in _override_keys(argv, name):
         problem = unknown_key(config, key, paper_names)
         if problem:
-            return f"--{name}.{key}: {path} has no key {key}; {problem}"
+            return moved_key(key) or f"--{name}.{key}: {path} has no key {key}; {problem}"
     return None
 
 

@@ -373,3 +373,22 @@ class PhaseTimer:
 
     def reset(self) -> None:
         self._totals.clear()
+
+
+def last_evaluation(workdir: str, step: int) -> dict:
+    """The held-out metrics of the last evaluation at or before `step`, from
+    metrics.jsonl (what the run knew when that checkpoint was written)."""
+    path = os.path.join(workdir, METRICS_FILE)
+    latest: dict = {}
+    if not os.path.exists(path):
+        return latest
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            found = {k: v for k, v in row.items() if k.startswith("eval/")}
+            if found and row.get("step", step + 1) <= step:
+                latest = dict(found, step=row["step"])
+    return latest

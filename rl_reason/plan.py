@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import AbstractMesh, AxisType
 
-from rl_reason import plan_sampling, sharding, train_step
+from rl_reason import plan_sampling, sharding, update
 from rl_reason.errors import ConfigError
 from rl_reason.errors import exit_on_user_error
 from rl_reason.models.config import ModelConfig
@@ -114,10 +114,10 @@ def plan(config, model_config: ModelConfig, num_devices: int, hbm_gib: float,
     model_config = dataclasses.replace(model_config, dtype=config.model.dtype,
                                        param_dtype=config.model.param_dtype)
     params_sh = sharding.param_shardings(model_config, mesh)
-    abstract = sharding._param_shapes(model_config)
-    optimizer = train_step.make_optimizer(config.optim)
+    abstract = sharding.param_shapes(model_config)
+    optimizer = update.make_optimizer(config.optim)
     opt_abstract = jax.eval_shape(optimizer.init, abstract)
-    state_sh = train_step.state_shardings(params_sh, optimizer, abstract, mesh)
+    state_sh = update.state_shardings(params_sh, optimizer, abstract, mesh)
 
     from rl_reason.methods.registry import make_method
 

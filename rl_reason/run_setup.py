@@ -12,7 +12,6 @@ import shutil
 import tempfile
 
 import jax
-import numpy as np
 
 from rl_reason import models, sharding
 from rl_reason.data import prompt_filter, sources, worlds
@@ -176,14 +175,6 @@ def make_data(config, tokenizer) -> tuple[PromptStream, list]:
 def make_verifier(verifier_config):
     return verifiers.make_verifier(verifier_config.name, num_workers=verifier_config.num_workers,
                                    timeout_s=verifier_config.timeout_s)
-
-
-def to_device(batch: dict, row_sharding) -> dict:
-    """Host arrays (identical on every process) -> global arrays split by rows."""
-    def put(x):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, row_sharding, lambda idx: x[idx])
-    return {k: put(v) for k, v in batch.items()}
 
 
 def world_label(world: dict) -> str:

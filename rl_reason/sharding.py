@@ -142,7 +142,7 @@ def logical_sharding(shape: Sequence[int], logical_axes: Sequence[str | None],
     return NamedSharding(mesh, logical_spec(shape, logical_axes, mesh))
 
 
-def _param_shapes(config: ModelConfig):
+def param_shapes(config: ModelConfig):
     # Shapes only: no parameter memory is allocated, even for a 70B config.
     return jax.eval_shape(functools.partial(transformer.init_params, config),
                           jax.random.key(0))
@@ -150,7 +150,7 @@ def _param_shapes(config: ModelConfig):
 
 def param_logical_axes(config: ModelConfig) -> dict[str, Any]:
     """Logical axes of every parameter, with exactly init_params(config)'s structure."""
-    shapes = _param_shapes(config)
+    shapes = param_shapes(config)
     axes = {name: _TOP_AXES[name] for name in shapes if name != "layers"}
     axes["layers"] = {}
     for name in shapes["layers"]:
@@ -173,7 +173,7 @@ def param_shardings(config: ModelConfig, mesh) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=32)
 def _param_shardings(config: ModelConfig, mesh) -> dict[str, Any]:
-    shapes = _param_shapes(config)
+    shapes = param_shapes(config)
     axes = param_logical_axes(config)
     return jax.tree.map(lambda s, a: logical_sharding(s.shape, a, mesh), shapes, axes,
                         is_leaf=lambda x: isinstance(x, tuple))
@@ -247,3 +247,11 @@ def initialize_distributed(coordinator_address: str | None = None,
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
     return True
+
+
+def to_device(batch: dict, row_sharding) -> dict:
+    """Host arrays (identical on every process) -> global arrays split by rows."""
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, row_sharding, lambda idx: x[idx])
+    return {k: put(v) for k, v in batch.items()}

@@ -16,7 +16,7 @@ with the same command and workdir continues exactly as if it had not stopped.
 from __future__ import annotations
 
 import dataclasses
-import json
+import itertools
 import os
 import time
 import warnings
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rl_reason import checkpoint as ckpt_lib
-from rl_reason import config_check, metrics as metrics_lib, sharding, train_step
+from rl_reason import config_check, metrics as metrics_lib, sharding, update
 from rl_reason import evaluate as evaluate_lib
 from rl_reason.evaluation import initial as initial_eval
 from rl_reason import models, plot, run_setup, wandb_sink
@@ -70,12 +70,12 @@ class Trainer:
         self.model_config = model.config
         self.tokenizer = run_setup.load_tokenizer_for(self.model_path)
 
-        self.optimizer = train_step.make_optimizer(c.optim)
+        self.optimizer = update.make_optimizer(c.optim)
         params_sh = sharding.param_shardings(self.model_config, self.mesh)
         abstract_params = jax.eval_shape(lambda p: p, model.params)
-        self.state_sh = train_step.state_shardings(params_sh, self.optimizer, abstract_params,
+        self.state_sh = update.state_shardings(params_sh, self.optimizer, abstract_params,
                                                    self.mesh)
-        self.state = train_step.init_state(model.params, self.optimizer, self.state_sh)
+        self.state = update.init_state(model.params, self.optimizer, self.state_sh)
         self.updates_per_batch = c.optim.ppo_epochs * c.optim.num_minibatches
         self.row_multiple = (c.optim.num_minibatches * c.optim.micro_batches
                              * sharding.data_parallel_size(self.mesh))
@@ -101,7 +101,7 @@ class Trainer:
         self.ref_params = model.params if self.method.needs_reference() else None
         del model
         self._update_fns: dict = {}   # LossConfig -> StepFunctions, compiled on first use
-        self._score_fn = train_step.build_scorer(
+        self._score_fn = update.build_scorer(
             self.model_config, self.mesh, temperature=c.rollout.temperature,
             logprob_chunk=c.model.logprob_chunk)
 
@@ -121,7 +121,7 @@ class Trainer:
         self.engine.restore(extra.get("budget", {}))
         self.method.restore(method_state or {})
         self.writer.truncate_after(step)
-        self.held_out = _last_evaluation(self.workdir, step)
+        self.held_out = metrics_lib.last_evaluation(self.workdir, step)
         if self.is_main:
             print(f"Resumed from {self.checkpointer.directory} at step {step}.", flush=True)
         return step
@@ -202,7 +202,7 @@ class Trainer:
         rng = jax.random.fold_in(self.base_rng, self.step)
         model = Model(self.state.params, self.model_config)
         every_sample: list[Sample] = []   # rounds and ctx.rollout alike, for the metrics
-        extra_calls = [0]
+        extra_calls = itertools.count(1)    # ctx.rollout calls this step: 1, 2, ...
 
         def rollout(requests, key):
             samples = self.engine.rollout(model, list(requests), key)
@@ -210,9 +210,8 @@ class Trainer:
             return samples
 
         def rollout_now(requests):
-            extra_calls[0] += 1
             return rollout(requests, jax.random.fold_in(jax.random.fold_in(rng, 1),
-                                                        extra_calls[0]))
+                                                        next(extra_calls)))
 
         ctx = StepContext(
             step=self.step, config=c, tokenizer=self.tokenizer,
@@ -255,7 +254,7 @@ class Trainer:
         m.update(ctx.metrics)
         m["rows"] = len(rows)
         m["rollout/pending_cut_off"] = len(requests)
-        m["learning_rate"] = train_step.learning_rate(c.optim, self.step * self.updates_per_batch)
+        m["learning_rate"] = update.learning_rate(c.optim, self.step * self.updates_per_batch)
         m["skipped_updates"] = int(self.state.skipped)
         for status, n in self.engine.status_counts.items():
             m[f"verifier/{status}"] = n
@@ -297,7 +296,7 @@ class Trainer:
                     [list(t) for t, _ in part], row_multiple=sharding.data_parallel_size(self.mesh),
                     seq_bucket=self.config.train.seq_bucket, pad_id=self.engine.pad_id)
                 logp, entropy = jax.device_get(
-                    self._score_fn(params, run_setup.to_device(batch, rows_sh)))
+                    self._score_fn(params, sharding.to_device(batch, rows_sh)))
                 for i, (tokens, start) in enumerate(part):
                     end = len(tokens)
                     results.append(TokenScores(
@@ -313,7 +312,7 @@ class Trainer:
                 "reference policy was kept")
         if loss_config not in self._update_fns:
             c = self.config
-            self._update_fns[loss_config] = train_step.build_step_functions(
+            self._update_fns[loss_config] = update.build_step_functions(
                 self.model_config, loss_config, self.optimizer, self.state_sh, self.mesh,
                 temperature=c.rollout.temperature, logprob_chunk=c.model.logprob_chunk,
                 remat=c.model.remat, skip_grad_norm_above=c.optim.skip_grad_norm_above,
@@ -340,7 +339,7 @@ class Trainer:
                 minibatches = batch_lib.split_minibatches(batch, c.optim.num_minibatches,
                                                           shuffle)
         with self.timer.phase("logprobs"):
-            minibatches = [run_setup.to_device(mb, rows_sh) for mb in minibatches]
+            minibatches = [sharding.to_device(mb, rows_sh) for mb in minibatches]
             # Behaviour and reference log-probs are taken before any update of this step.
             for mb in minibatches:
                 if self.updates_per_batch > 1:
@@ -405,25 +404,6 @@ class Trainer:
                        getattr(self, "verifier", None)):
             if closer is not None and hasattr(closer, "close"):
                 closer.close()
-
-
-def _last_evaluation(workdir: str, step: int) -> dict:
-    """The held-out metrics of the last evaluation at or before `step`, from
-    metrics.jsonl (what the run knew when that checkpoint was written)."""
-    path = os.path.join(workdir, metrics_lib.METRICS_FILE)
-    latest: dict = {}
-    if not os.path.exists(path):
-        return latest
-    with open(path) as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            found = {k: v for k, v in row.items() if k.startswith("eval/")}
-            if found and row.get("step", step + 1) <= step:
-                latest = dict(found, step=row["step"])
-    return latest
 
 
 def outcome_metrics(outcomes: Sequence[Outcome]) -> dict:

@@ -12,6 +12,25 @@ def test_grpo_variants_are_valid(variant):
     check(grpo.get_config(variant), num_devices=8)
 
 
+def test_grpo_switches_live_in_their_blocks():
+    """loss keeps the keys that reach the loss (LossConfig); DAPO's refill is the
+    rollout's, its overlong shaping the reward's, Dr.GRPO's std switch the advantage's."""
+    default = grpo.get_config("")
+    assert (default.advantage.estimator, default.advantage.norm_by_std) == ("grpo", True)
+    assert (default.rollout.dynamic_sampling, default.rollout.max_refill_rounds) == (False, 3)
+    assert (default.reward.overlong_buffer, default.reward.overlong_penalty,
+            default.reward.mask_truncated) == (0, 1.0, False)
+    assert sorted(default.loss.keys()) == [
+        "aggregation", "clip_high", "clip_low", "clip_on_policy", "entropy_coef", "kl_coef",
+        "kl_estimator", "off_policy_weight", "shaping_gamma"]
+    dapo = grpo.get_config("dapo")
+    assert dapo.rollout.dynamic_sampling and dapo.reward.overlong_buffer == 16
+    assert (dapo.reward.mask_truncated, dapo.loss.clip_high) == (False, 0.28)
+    drgrpo = grpo.get_config("drgrpo")
+    assert (drgrpo.advantage.norm_by_std, drgrpo.loss.aggregation) == (False, "constant")
+    assert exgrpo.get_config("").advantage.norm_by_std is False
+
+
 @pytest.mark.parametrize("variant", ["", "tiny", "per_episode", "last_attempt", "binary_reward",
                                      "single_attempt", "authors_kl", "qwen25_math_1p5b",
                                      "qwen3_4b", "tiny,per_episode,drgrpo"])
@@ -133,11 +152,13 @@ def test_unknown_key_cannot_be_set():
     ("rollout.group_size", 1, "needs at least 2 samples per prompt"),
     ("loss.aggregation", "sum", "loss.aggregation='sum'"),
     ("loss.kl_estimator", "k4", "loss.kl_estimator"),
+    ("advantage.estimator", "ppo", "advantage.estimator='ppo'"),
+    ("rollout.max_refill_rounds", -1, "rollout.max_refill_rounds must be >= 0"),
     ("rollout.temperature", 0.0, "rollout.temperature must be > 0"),
     ("rollout.cache_dtype", "int8", "rollout.cache_dtype='int8'"),
     ("method_name", "ppo", "method_name='ppo'"),
     ("verifier.name", "regex", "verifier.name='regex'"),
-    ("loss.overlong_buffer", 64, "overlong_buffer=64"),
+    ("reward.overlong_buffer", 64, "reward.overlong_buffer=64"),
     ("optim.num_minibatches", 3, "not divisible by optim.num_minibatches=3"),
     ("eval.attempts", -1, "eval.attempts must be >= 0"),
     ("eval.attempt_feedback", "system", "eval.attempt_feedback='system'"),

@@ -85,6 +85,45 @@ def test_parse_flags_says_what_is_wrong(args, message):
     assert str(info.value) == message
 
 
+OLD_KEY_VALUES = {"loss.estimator": "rloo", "loss.norm_by_std": "False",
+                  "loss.overlong_buffer": "8", "loss.overlong_penalty": "0.5",
+                  "loss.mask_truncated": "True", "loss.dynamic_sampling": "True",
+                  "loss.max_refill_rounds": "2"}
+
+
+def test_every_moved_key_has_a_new_place_that_exists():
+    assert set(config_flag.MOVED_KEYS) == set(OLD_KEY_VALUES)
+    c = grpo.get_config("")
+    for old, new in config_flag.MOVED_KEYS.items():
+        assert config_flag.unknown_key(c, new) is None and config_flag.unknown_key(c, old)
+
+
+@pytest.mark.parametrize("config", ["configs/grpo.py:dapo", "configs/exgrpo.py",
+                                    "configs/r3l.py"])
+@pytest.mark.parametrize("old", sorted(OLD_KEY_VALUES))
+def test_a_moved_key_names_its_new_place(config, old):
+    with pytest.raises(config_flag.ConfigFlagError) as info:
+        parse(f"--config={config}", f"--config.{old}={OLD_KEY_VALUES[old]}")
+    assert str(info.value) == f"{old} moved to {config_flag.MOVED_KEYS[old]}"
+
+
+def test_a_moved_boolean_key_given_as_a_switch_names_its_new_place():
+    with pytest.raises(config_flag.ConfigFlagError, match="^loss.norm_by_std moved to "
+                       "advantage.norm_by_std$"):
+        parse("--config=configs/grpo.py", "--noconfig.loss.norm_by_std")
+
+
+def test_the_new_keys_are_set_from_the_command_line():
+    c = parse("--config=configs/grpo.py:dapo", "--config.advantage.estimator=rloo",
+              "--config.advantage.norm_by_std=False", "--config.reward.overlong_buffer=8",
+              "--config.reward.overlong_penalty=0.5", "--config.reward.mask_truncated=True",
+              "--config.rollout.dynamic_sampling=False", "--config.rollout.max_refill_rounds=2")
+    assert (c.advantage.estimator, c.advantage.norm_by_std) == ("rloo", False)
+    assert (c.reward.overlong_buffer, c.reward.overlong_penalty, c.reward.mask_truncated) == (
+        8, 0.5, True)
+    assert (c.rollout.dynamic_sampling, c.rollout.max_refill_rounds) == (False, 2)
+
+
 def test_a_bad_value_stays_absls_error_and_a_buggy_config_keeps_its_traceback(tmp_path):
     with pytest.raises(flags.IllegalFlagValueError, match="group_size=abc"):
         parse("--config=configs/grpo.py", "--config.rollout.group_size=abc")

@@ -84,6 +84,10 @@ def test_train_command_reports_a_bad_config_value(tmp_path):
      "no_concise, no_cap, tiny, qwen25_math_1p5b, qwen3_4b"),
     ("configs/grpo.py", "--config.rollout.group_size=four",
      "error: flag --config.rollout.group_size=four: invalid literal for int()"),
+    ("configs/grpo.py", "--config.loss.estimator=rloo",
+     "error: loss.estimator moved to advantage.estimator"),
+    ("configs/grpo.py:dapo", "--config.loss.dynamic_sampling=True",
+     "error: loss.dynamic_sampling moved to rollout.dynamic_sampling"),
 ])
 def test_train_command_reports_a_mistyped_key_or_variant_in_one_line(tmp_path, config,
                                                                      override, message):

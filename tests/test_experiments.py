@@ -51,11 +51,13 @@ def test_cli_overrides_keep_the_config_types():
     c = grpo.get_config("")
     c.unlock()
     harness.set_key(c, "rollout.group_size", "4", parse=True)
-    harness.set_key(c, "loss.norm_by_std", "false", parse=True)
+    harness.set_key(c, "advantage.norm_by_std", "false", parse=True)
     harness.set_key(c, "eval.ks", "[1, 2]", parse=True)
-    assert (c.rollout.group_size, c.loss.norm_by_std, tuple(c.eval.ks)) == (4, False, (1, 2))
+    assert (c.rollout.group_size, c.advantage.norm_by_std, tuple(c.eval.ks)) == (4, False, (1, 2))
     with pytest.raises(KeyError, match="rollout.group_sise"):
         harness.set_key(c, "rollout.group_sise", 3)
+    with pytest.raises(KeyError, match="loss.norm_by_std moved to advantage.norm_by_std"):
+        harness.set_key(c, "loss.norm_by_std", False)
 
 
 @pytest.mark.slow

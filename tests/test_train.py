@@ -392,16 +392,16 @@ def test_scores_do_not_depend_on_padding_or_batch_company(tiny_policy, tmp_path)
 
 
 def test_non_finite_update_is_skipped_and_counted(tiny_policy):
-    from rl_reason import sharding, train_step
+    from rl_reason import sharding, update
     model = models.load(tiny_policy)
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     c = tiny_config(tiny_policy)
-    optimizer = train_step.make_optimizer(c.optim)
-    sh = train_step.state_shardings(sharding.param_shardings(model.config, mesh), optimizer,
+    optimizer = update.make_optimizer(c.optim)
+    sh = update.state_shardings(sharding.param_shardings(model.config, mesh), optimizer,
                                     jax.eval_shape(lambda p: p, model.params), mesh)
-    state = train_step.init_state(model.params, optimizer, sh)
+    state = update.init_state(model.params, optimizer, sh)
     before = jax.tree.map(np.asarray, state.params)
-    fns = train_step.build_step_functions(model.config, loss_config_from(c), optimizer, sh,
+    fns = update.build_step_functions(model.config, loss_config_from(c), optimizer, sh,
                                           mesh, temperature=1.0, logprob_chunk=0,
                                           remat=False, skip_grad_norm_above=0.0)
     B, T = 2, 8
@@ -422,15 +422,15 @@ def test_an_update_over_the_grad_norm_limit_is_skipped(tiny_policy):
     """optim.skip_grad_norm_above (ExGRPO's 500): an update whose gradient norm exceeds
     it leaves parameters and optimizer moments exactly as they were and is counted; one
     under it is applied."""
-    from rl_reason import sharding, train_step
+    from rl_reason import sharding, update
     model = models.load(tiny_policy)
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     c = tiny_config(tiny_policy, **{"loss.entropy_coef": 0.0})
-    optimizer = train_step.make_optimizer(c.optim)
-    sh = train_step.state_shardings(sharding.param_shardings(model.config, mesh), optimizer,
+    optimizer = update.make_optimizer(c.optim)
+    sh = update.state_shardings(sharding.param_shardings(model.config, mesh), optimizer,
                                     jax.eval_shape(lambda p: p, model.params), mesh)
-    state = train_step.init_state(model.params, optimizer, sh)
-    fns = train_step.build_step_functions(model.config, loss_config_from(c), optimizer, sh,
+    state = update.init_state(model.params, optimizer, sh)
+    fns = update.build_step_functions(model.config, loss_config_from(c), optimizer, sh,
                                           mesh, temperature=1.0, logprob_chunk=0,
                                           remat=False, skip_grad_norm_above=500.0)
     B, T = 2, 8

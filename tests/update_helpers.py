@@ -4,7 +4,7 @@ random qwen2 model on the default mesh, for tests that compare updates."""
 import jax
 import ml_collections
 
-from rl_reason import models, sharding, train_step
+from rl_reason import models, sharding, update
 from rl_reason.rl import losses
 
 
@@ -16,11 +16,11 @@ def tiny_update(loss_config: losses.LossConfig, micro_batches: int, vocab_size: 
     mesh = sharding.make_mesh()
     optim = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=0, weight_decay=0.0,
                                            b1=0.9, b2=0.999, grad_clip=0.0))
-    optimizer = train_step.make_optimizer(optim)
-    state_sh = train_step.state_shardings(sharding.param_shardings(config, mesh), optimizer,
+    optimizer = update.make_optimizer(optim)
+    state_sh = update.state_shardings(sharding.param_shardings(config, mesh), optimizer,
                                           jax.eval_shape(lambda p: p, params), mesh)
-    state = train_step.init_state(params, optimizer, state_sh)
-    fns = train_step.build_step_functions(
+    state = update.init_state(params, optimizer, state_sh)
+    fns = update.build_step_functions(
         config, loss_config, optimizer, state_sh, mesh, temperature=1.0, logprob_chunk=0,
         remat=False, skip_grad_norm_above=0.0, micro_batches=micro_batches)
     return fns, state, mesh

@@ -234,7 +234,7 @@ def test_replay_group_rows_share_one_advantage_baseline(tokenizer):
     assert fake.ctx.metrics["exgrpo/off_policy_token_share"] == pytest.approx(2 / 9)
     # Switch: std-normalised; both groups hold two 1s and two 0s, sample std
     # sqrt(4 * 0.25 / 3) = 0.577350, so A = +-0.5 / 0.577350 = +-0.866025.
-    m, fake, samples = replay_step(tokenizer, **{"loss.norm_by_std": True})
+    m, fake, samples = replay_step(tokenizer, **{"advantage.norm_by_std": True})
     rows = m.build_batch(samples, fake.ctx)
     assert rows[7].advantage == pytest.approx(0.866025, abs=1e-5)
     assert rows[1].advantage == pytest.approx(-0.866025, abs=1e-5)
@@ -509,7 +509,7 @@ def test_buffer_state_round_trips_exactly_through_a_checkpoint_encoding(tokenize
     ("method.question_selection", "greedy", "method.question_selection='greedy'"),
     ("method.trajectory_selection", "shortest", "method.trajectory_selection='shortest'"),
     ("method.bucket_sd", 0.0, "method.bucket_sd=0.0"),
-    ("loss.dynamic_sampling", True, "loss.dynamic_sampling=True"),
+    ("rollout.dynamic_sampling", True, "rollout.dynamic_sampling=True"),
 ])
 def test_bad_method_settings_fail_before_compute(key, value, message):
     c = tiny_config(**{key: value})

@@ -282,7 +282,7 @@ def test_the_overlong_penalty_measures_a_continuation_against_its_own_budget():
     (with its stop token) is 4 into the buffer, -0.5 (as prefix + continuation, 28 of
     32 tokens, would be against L). Against L itself it would be free."""
     c = config()
-    c.loss.overlong_buffer = 8
+    c.reward.overlong_buffer = 8
     assert c.rollout.max_new_tokens == 32
     method = FailurePrefix(c, TOK)
     request = method.prefix_request(B, ids(CUT_75), 2, tag=FRESH)

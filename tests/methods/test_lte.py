@@ -334,7 +334,7 @@ def test_every_variant_is_valid_and_switches_what_it_names():
 
 @pytest.mark.parametrize("key, value, message", [
     ("method.extra_prompt", "hints", "method.extra_prompt='hints'"),
-    ("loss.dynamic_sampling", True, "LTE does not refill batches"),
+    ("rollout.dynamic_sampling", True, "LTE does not refill batches"),
 ])
 def test_bad_lte_settings_fail_before_compute(key, value, message):
     c = lte_config.get_config("")

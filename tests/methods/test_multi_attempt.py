@@ -162,7 +162,7 @@ def test_settings_are_checked_before_compute():
     with pytest.raises(ConfigError, match=r"unknown multi_attempt keys \['attempts'\]"):
         check(c, num_devices=1)
     c = config()
-    c.loss.dynamic_sampling = True
+    c.rollout.dynamic_sampling = True
     with pytest.raises(ConfigError, match="dynamic_sampling"):
         check(c, num_devices=1)
     assert MultiAttemptSettings.from_config(config()).max_attempts == 3

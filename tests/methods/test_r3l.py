@@ -387,7 +387,7 @@ def test_settings_are_checked_before_compute():
     with pytest.raises(ConfigError, match="group_size=3"):
         check(c, num_devices=1)
     c = config()
-    c.loss.overlong_buffer = 8
+    c.reward.overlong_buffer = 8
     with pytest.raises(ConfigError, match="overlong_buffer"):
         check(c, num_devices=1)
     assert R3LSettings.from_config(config()).reflection_max_new_tokens == 200

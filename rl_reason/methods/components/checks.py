@@ -8,10 +8,10 @@ from rl_reason.errors import ConfigError
 
 def episode_settings(settings_cls, config, method: str):
     """The settings of an episode method's `config.method`, or ConfigError: an unknown
-    key, a bad value, or a loss switch made for single responses (DAPO's refill and
+    key, a bad value, or a switch made for single responses (DAPO's refill and
     overlong shaping act on responses, and here episodes are the group members)."""
-    if config.loss.dynamic_sampling or config.loss.overlong_buffer:
-        raise ConfigError(f"{method} does not support loss.dynamic_sampling or "
-                          "loss.overlong_buffer (episodes, not single responses, are the "
+    if config.rollout.dynamic_sampling or config.reward.overlong_buffer:
+        raise ConfigError(f"{method} does not support rollout.dynamic_sampling or "
+                          "reward.overlong_buffer (episodes, not single responses, are the "
                           "group members)")
     return parse_block(settings_cls, config.method, "method", owner=method, partial=True)

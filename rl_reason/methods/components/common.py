@@ -37,8 +37,8 @@ class RewardShaping:
     @classmethod
     def from_config(cls, config) -> "RewardShaping":
         return cls(max_new_tokens=config.rollout.max_new_tokens,
-                   overlong_buffer=config.loss.overlong_buffer,
-                   overlong_penalty=config.loss.overlong_penalty)
+                   overlong_buffer=config.reward.overlong_buffer,
+                   overlong_penalty=config.reward.overlong_penalty)
 
 
 def shaped_rewards(samples: Sequence[Sample], shaping: RewardShaping) -> np.ndarray:
@@ -67,7 +67,8 @@ class AdvantageSettings:
 
     @classmethod
     def from_config(cls, config) -> "AdvantageSettings":
-        return cls(estimator=config.loss.estimator, norm_by_std=config.loss.norm_by_std)
+        return cls(estimator=config.advantage.estimator,
+                   norm_by_std=config.advantage.norm_by_std)
 
 
 def group_ids(groups: Sequence[str]) -> tuple[np.ndarray, list[str]]:

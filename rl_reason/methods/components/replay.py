@@ -11,7 +11,7 @@ One step (B prompts, G samples each):
                  fresh prompts of G samples
     build_batch  a replay group = its stored trajectory (off-policy row, behaviour
                  log-probs = the recorded ones) + its G - 1 fresh samples; advantages
-                 r - mean(group) over every group (std switch: loss.norm_by_std)
+                 r - mean(group) over every group (std switch: advantage.norm_by_std)
     update       on-policy tokens: the PPO loss, its clip dropped once mixing is on;
                  replayed tokens: -A * f(w), w = exp(logp_now - logp_recorded),
                  f(w) = w / (w + 0.1) (loss.off_policy_weight), never clipped
@@ -127,7 +127,7 @@ class ExperienceReplay(Method):
         self._members = self.group_members(samples, ctx)
         rows = common.member_rows(self._members, common.RewardShaping.from_config(self.config),
                                   common.AdvantageSettings.from_config(self.config),
-                                  mask_truncated=self.config.loss.mask_truncated)
+                                  mask_truncated=self.config.reward.mask_truncated)
         trained = sum(float(r.loss_mask.sum()) for r in rows)
         off = sum(float(r.loss_mask[r.off_policy].sum()) for r in rows if r.off_policy is not None)
         ctx.metrics[PREFIX + "off_policy_token_share"] = off / trained if trained else 0.0

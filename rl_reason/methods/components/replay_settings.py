@@ -61,7 +61,7 @@ class ReplaySettings:
             raise ConfigError(f"method: an ExGRPO run needs exactly the keys {sorted(names)}; "
                               f"missing {sorted(set(names) - given)}, unknown "
                               f"{sorted(given - set(names))}")
-        if config.loss.dynamic_sampling:
-            raise ConfigError("loss.dynamic_sampling=True: ExGRPO composes its own batch "
+        if config.rollout.dynamic_sampling:
+            raise ConfigError("rollout.dynamic_sampling=True: ExGRPO composes its own batch "
                               "(replay groups + fresh prompts); DAPO's refill does not apply")
         return cls(**{n: config.method[n] for n in names})

@@ -213,7 +213,7 @@ class FailurePrefix(Method):
         rewards = common.shaped_rewards(fresh, common.RewardShaping.from_config(self.config))
         return common.grouped_rows(fresh, rewards,
                                    common.AdvantageSettings.from_config(self.config),
-                                   mask_truncated=self.config.loss.mask_truncated)
+                                   mask_truncated=self.config.reward.mask_truncated)
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict:

@@ -18,12 +18,12 @@ class GRPO(Method):
 
     def follow_up(self, samples, ctx: StepContext):
         """DAPO dynamic sampling: draw more prompts until B groups are informative."""
-        loss = self.config.loss
-        if not loss.dynamic_sampling:
+        rollout = self.config.rollout
+        if not rollout.dynamic_sampling:
             return []
         rounds = len({s.request.meta.get("refill_round", 0) for s in samples})
-        missing = self.config.rollout.prompts_per_step - len(common.informative_groups(samples))
-        if missing <= 0 or rounds > loss.max_refill_rounds:
+        missing = rollout.prompts_per_step - len(common.informative_groups(samples))
+        if missing <= 0 or rounds > rollout.max_refill_rounds:
             return []
         requests = self.requests_for(ctx.draw_records(missing))
         for r in requests:
@@ -31,7 +31,7 @@ class GRPO(Method):
         return requests
 
     def build_batch(self, samples, ctx: StepContext):
-        if self.config.loss.dynamic_sampling:
+        if self.config.rollout.dynamic_sampling:
             keep = common.informative_groups(samples)
             # Keep the first B informative groups in sampling order, as DAPO does.
             kept_groups = list(dict.fromkeys(s.request.group for s in samples
@@ -44,4 +44,4 @@ class GRPO(Method):
         rewards = common.shaped_rewards(samples, common.RewardShaping.from_config(self.config))
         return common.grouped_rows(samples, rewards,
                                    common.AdvantageSettings.from_config(self.config),
-                                   mask_truncated=self.config.loss.mask_truncated)
+                                   mask_truncated=self.config.reward.mask_truncated)

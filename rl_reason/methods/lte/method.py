@@ -61,4 +61,4 @@ class LTE(Method):
         members = hints.final_members(samples, self.settings, ctx)
         return common.member_rows(members, common.RewardShaping.from_config(self.config),
                                   common.AdvantageSettings.from_config(self.config),
-                                  mask_truncated=self.config.loss.mask_truncated)
+                                  mask_truncated=self.config.reward.mask_truncated)

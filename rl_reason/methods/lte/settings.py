@@ -14,7 +14,7 @@ class LTESettings(HintSettings):
     @classmethod
     def from_config(cls, config) -> "LTESettings":
         settings = parse_block(cls, config.method, "method", owner="lte", partial=True)
-        if config.loss.dynamic_sampling:
-            raise ConfigError("loss.dynamic_sampling=True: LTE does not refill batches; it "
+        if config.rollout.dynamic_sampling:
+            raise ConfigError("rollout.dynamic_sampling=True: LTE does not refill batches; it "
                               "spends its extra samples on none-pass groups instead")
         return settings

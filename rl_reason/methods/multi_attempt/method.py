@@ -135,7 +135,7 @@ class MultiAttempt(Method):
         rewards = self.rewards(episodes)
         advantages = common.group_advantages([e.group for e in episodes], rewards,
                                              common.AdvantageSettings.from_config(self.config))
-        mask_truncated = self.config.loss.mask_truncated
+        mask_truncated = self.config.reward.mask_truncated
         rows = [e.row(a, trained=not (mask_truncated and e.out_of_budget and not e.solved))
                 for e, a in zip(episodes, advantages)]
         ctx.metrics.update(self.episode_metrics(episodes, samples))

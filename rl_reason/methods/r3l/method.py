@@ -196,7 +196,7 @@ class R3L(Method):
         return rows
 
     def episode_row(self, episode: Episode, pivot: int):
-        mask_truncated = self.config.loss.mask_truncated
+        mask_truncated = self.config.reward.mask_truncated
         trained = not (mask_truncated and episode.out_of_budget and not episode.solved)
 
         def build(advantage: float, group: str) -> Row:

@@ -54,7 +54,7 @@ class R3LSettings:
             fail(f"objective={self.objective!r}: one of {OBJECTIVES}")
         if self.objective == "grpo" and self.amplification:
             fail("amplification is R3L's objective's; objective='grpo' takes GRPO's "
-                 "advantages (loss.estimator), so set amplification=False")
+                 "advantages (advantage.estimator), so set amplification=False")
         if self.retry_mode not in (REPLAY, RESTART):
             fail(f"retry_mode={self.retry_mode!r}: one of "
                  f"{(REPLAY, RESTART)}")

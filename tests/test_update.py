@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from rl_reason import train_step
+from rl_reason import update
 
 
 def optim_config(warmup_steps: int) -> ml_collections.ConfigDict:
@@ -21,13 +21,13 @@ def optim_config(warmup_steps: int) -> ml_collections.ConfigDict:
 ])
 def test_logged_rate_is_the_rate_the_optimizer_applies(warmup_steps, expected):
     optim = optim_config(warmup_steps)
-    logged = [train_step.learning_rate(optim, n) for n in range(6)]
+    logged = [update.learning_rate(optim, n) for n in range(6)]
     assert logged == pytest.approx(expected)
-    assert [float(train_step.lr_schedule(optim)(n)) for n in range(6)] == logged
+    assert [float(update.lr_schedule(optim)(n)) for n in range(6)] == logged
 
     # With a constant unit gradient and no weight decay, each AdamW update moves the
     # parameter by the rate of that update (m_hat / sqrt(v_hat) = 1).
-    optimizer = train_step.make_optimizer(optim)
+    optimizer = update.make_optimizer(optim)
     params = jnp.zeros(())
     state = optimizer.init(params)
     applied = []
