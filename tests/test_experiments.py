@@ -74,9 +74,14 @@ def test_harness_smoke_sweep_writes_results_and_resumes(tiny_policy, tmp_path, c
     text = (tmp_path / "out" / "results.md").read_text()
     assert "| grpo | 1 |" in text and "| drgrpo seed 0 |" in text
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
-    # Re-running continues (here: finds every run finished) and gives the same results.
+    # Re-running continues (here: finds every run finished, so trains nothing: no
+    # evaluation, no step, the metrics untouched) and gives the same results.
+    metrics = (tmp_path / "runs" / "grpo" / "seed0" / "metrics.jsonl").read_text()
+    capsys.readouterr()
     assert harness.main(arms, argv, **kwargs) == results
-    assert "Nothing to do" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "=== smoke: grpo, seed 0" in again and "Before training" not in again
+    assert (tmp_path / "runs" / "grpo" / "seed0" / "metrics.jsonl").read_text() == metrics
     # --report_only judges the real runs finished from the limits their config.json holds.
     assert harness.main(arms, argv + ["--report_only"], **kwargs) == results
 
