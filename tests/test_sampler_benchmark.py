@@ -10,6 +10,7 @@ import pytest
 from rl_reason import models
 
 
+
 def test_ceiling_is_timed_side_by_side_and_its_fraction_reported(
         load_benchmark, monkeypatch, tmp_path, capsys):
     bench = load_benchmark("sampler")
@@ -44,6 +45,10 @@ def test_ceiling_is_timed_side_by_side_and_its_fraction_reported(
     assert row["ceiling_tok_s"] == pytest.approx(3 * 5 / row["ceiling_s"])
 
 
+# In the slow session: late in the default suite's one process (after ~650 tests) XLA
+# aborted compiling this test's static chunked call, three runs in three (jax 0.10.2,
+# CPU); the file alone, and this test alone, pass. Root cause not found yet.
+@pytest.mark.slow
 def test_longtail_credits_useful_tokens_to_every_runner(load_benchmark, monkeypatch, tmp_path,
                                                         capsys):
     bench = load_benchmark("sampler")
