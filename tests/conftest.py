@@ -78,3 +78,15 @@ def load_benchmark():
         return module
 
     return load
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_executables():
+    """Drop jax's in-memory compiled executables after each test module. One process
+    runs the whole default suite; with the continuous-batching sampler's many shapes,
+    the executables kept from ~650 tests made XLA abort or segfault while compiling
+    (three runs in three, in whichever test came next). The persistent compilation cache
+    above makes the recompiles cheap."""
+    yield
+    import jax
+    jax.clear_caches()
